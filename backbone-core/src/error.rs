@@ -1,0 +1,139 @@
+//! [`Error`]: what a producer, a consumer or a channel reports when something fails.
+
+use std::fmt;
+
+/// A boxed error that can cross threads; the currency of [`Error::Channel`] and of
+/// [`HandlerError`](crate::HandlerError).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in backbone, each variant saying what failed and where.
+///
+/// ```
+/// use backbone_core::Error;
+///
+/// let err = Error::decode("order_placed", "time", "invalid type: string \"x\", expected u64");
+/// assert_eq!(
+///     err.to_string(),
+///     "cannot decode parameter `time` of operation `order_placed`: invalid type: string \"x\", expected u64"
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A builder option or a name was rejected before anything was sent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A parameter could not be turned into JSON.
+    #[error("cannot encode parameter `{parameter}` of operation `{operation}`: {source}")]
+    Encode {
+        /// The operation (method name) being sent.
+        operation: String,
+        /// The parameter that failed.
+        parameter: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A parameter of a received event could not be decoded.
+    #[error("cannot decode parameter `{parameter}` of operation `{operation}`: {reason}")]
+    Decode {
+        /// The operation (method name) received.
+        operation: String,
+        /// The parameter that failed.
+        parameter: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A received entry is not a well-formed backbone event (missing or malformed metadata).
+    #[error("malformed entry {entry}: {reason}")]
+    MalformedEntry {
+        /// The channel's id of the entry (the stream id on Redis).
+        entry: String,
+        /// Which field was wrong and how.
+        reason: String,
+    },
+
+    /// The entry names a payload that is no longer there (expired or trimmed).
+    #[error("entry {entry}: payload `{key}` is missing (expired or trimmed?)")]
+    MissingPayload {
+        /// The channel's id of the entry.
+        entry: String,
+        /// The key that was expected to hold the parameters.
+        key: String,
+    },
+
+    /// The consumer's contract has no such operation, or not in that version.
+    #[error("contract `{contract}` has no operation `{operation}` version {version}")]
+    UnknownOperation {
+        /// The contract the consumer implements.
+        contract: String,
+        /// The operation named by the event.
+        operation: String,
+        /// The version named by the event.
+        version: u32,
+    },
+
+    /// The channel (Redis, the in-memory broker) failed; `context` says what we were doing.
+    #[error("{context}: {source}")]
+    Channel {
+        /// What backbone was doing, e.g. "XADD to bb:{prod:orders}:events".
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The consumer was already stopped, or its task ended abnormally.
+    #[error("consumer stopped: {0}")]
+    Stopped(String),
+}
+
+impl Error {
+    /// A [`Error::Decode`] for `parameter` of `operation`.
+    pub fn decode(operation: &str, parameter: &str, reason: impl fmt::Display) -> Self {
+        Error::Decode {
+            operation: operation.to_owned(),
+            parameter: parameter.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A [`Error::MalformedEntry`] for the entry with channel id `entry`.
+    pub fn malformed(entry: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Error::MalformedEntry {
+            entry: entry.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A [`Error::Channel`] wrapping `source` with what backbone was doing.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let io = std::io::Error::other("connection refused");
+    /// let err = Error::channel("connect to redis://127.0.0.1:1", io);
+    /// assert_eq!(err.to_string(), "connect to redis://127.0.0.1:1: connection refused");
+    /// ```
+    pub fn channel(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Channel {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// True for problems with one event's content (malformed entry, missing payload, decode
+    /// failure, unknown operation): the event is bad, the channel is fine.
+    pub fn is_bad_event(&self) -> bool {
+        matches!(
+            self,
+            Error::Decode { .. }
+                | Error::MalformedEntry { .. }
+                | Error::MissingPayload { .. }
+                | Error::UnknownOperation { .. }
+        )
+    }
+}

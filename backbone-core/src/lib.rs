@@ -1,0 +1,72 @@
+//! # backbone-core
+//!
+//! The model of backbone, with no Redis in it: contracts and their events, [`Metadata`],
+//! [`MessageId`], the JSON [`codec`], handler results, the traits channels implement
+//! ([`Publish`], [`ProducerBuilder`], [`ConsumerBuilder`], [`EventHandler`]) and an in-memory
+//! channel ([`memory::InMemoryBroker`]) for unit tests.
+//!
+//! Users annotate a trait with [`events_contract`]; see its documentation for what it generates.
+//!
+//! ```
+//! use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult};
+//! use backbone_core::memory::InMemoryBroker;
+//!
+//! #[events_contract]
+//! pub trait Greetings {
+//!     async fn hello(&self, name: String, times: u32);
+//! }
+//!
+//! struct Printer;
+//!
+//! #[async_trait]
+//! impl GreetingsConsumer for Printer {
+//!     async fn hello(&self, ctx: &ConsumerContext, name: String, times: u32) -> HandlerResult {
+//!         println!("hello {name} x{times} ({})", ctx.metadata().message_id);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), backbone_core::Error> {
+//! let broker = InMemoryBroker::new();
+//! let producer = broker.producer_builder().uri("greetings").build_greetings_producer().await?;
+//! producer.hello("Ada".into(), 2).await?;
+//! let lifetime = broker
+//!     .consumer_builder()
+//!     .uri("greetings")
+//!     .max_messages(1)
+//!     .subscribe_greetings_consumer(Printer)
+//!     .await?;
+//! lifetime.completion().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod channel;
+pub mod codec;
+pub mod context;
+pub mod contract;
+pub mod error;
+pub mod handler;
+pub mod id;
+pub mod lifetime;
+pub mod memory;
+pub mod metadata;
+pub mod names;
+
+pub use async_trait::async_trait;
+pub use backbone_macros::events_contract;
+pub use channel::{
+    ConsumerBuilder, ContractHandler, EventHandler, HandleError, OutgoingEvent, Producer,
+    ProducerBuilder, Publish,
+};
+pub use codec::Fields;
+pub use context::{Acknowledge, AckMode, ConsumerContext};
+pub use contract::{Contract, ContractEvent, Dispatch, Operation};
+pub use error::{BoxError, Error};
+pub use handler::{FailureKind, HandlerError, HandlerResult};
+pub use id::MessageId;
+pub use lifetime::ConsumerLifetime;
+pub use metadata::Metadata;
+pub use names::StreamAddress;

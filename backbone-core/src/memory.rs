@@ -1,0 +1,425 @@
+//! An in-memory channel with consumer-group semantics, for users' unit tests.
+//!
+//! Each (environment, uri) is a log of events. Each group reads the whole log from the start
+//! (like a Redis group created at `0`); within a group each event goes to one consumer; an event
+//! whose handler fails stays pending for that consumer and is delivered to it again when a
+//! consumer of the same name starts. Nothing survives the [`InMemoryBroker`].
+//!
+//! ```
+//! use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult};
+//! use backbone_core::memory::InMemoryBroker;
+//!
+//! #[events_contract]
+//! pub trait Counter {
+//!     async fn add(&self, n: i64);
+//! }
+//!
+//! struct Sum(std::sync::Arc<std::sync::atomic::AtomicI64>);
+//!
+//! #[async_trait]
+//! impl CounterConsumer for Sum {
+//!     async fn add(&self, _ctx: &ConsumerContext, n: i64) -> HandlerResult {
+//!         self.0.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), backbone_core::Error> {
+//! let broker = InMemoryBroker::new();
+//! let producer = broker.producer_builder().uri("counter").build_counter_producer().await?;
+//! for n in 1..=3 {
+//!     producer.add(n).await?;
+//! }
+//! let total = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+//! broker
+//!     .consumer_builder()
+//!     .uri("counter")
+//!     .group("sum")
+//!     .max_messages(3)
+//!     .subscribe_counter_consumer(Sum(total.clone()))
+//!     .await?
+//!     .completion()
+//!     .await?;
+//! assert_eq!(total.load(std::sync::atomic::Ordering::SeqCst), 6);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    names::{check_name, default_consumer_name},
+    AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
+    HandleError, MessageId, Metadata, OutgoingEvent, Producer, ProducerBuilder, Publish,
+    StreamAddress,
+};
+
+/// An in-memory broker: a set of streams shared by the producers and consumers built from it.
+/// Cloning it shares the streams.
+#[derive(Clone, Default)]
+pub struct InMemoryBroker {
+    streams: Arc<Mutex<HashMap<StreamAddress, Arc<Stream>>>>,
+}
+
+impl std::fmt::Debug for InMemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryBroker").finish_non_exhaustive()
+    }
+}
+
+impl InMemoryBroker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder for producers writing to this broker.
+    pub fn producer_builder(&self) -> InMemoryProducerBuilder {
+        InMemoryProducerBuilder {
+            broker: self.clone(),
+            environment: None,
+            uri: None,
+        }
+    }
+
+    /// A builder for consumers reading from this broker.
+    pub fn consumer_builder(&self) -> InMemoryConsumerBuilder {
+        InMemoryConsumerBuilder {
+            broker: self.clone(),
+            environment: None,
+            uri: None,
+            group: "default".to_owned(),
+            name: None,
+            ack: AckMode::OnSuccess,
+            max_messages: None,
+        }
+    }
+
+    /// The number of events ever sent to (environment, uri).
+    pub fn len(&self, environment: Option<&str>, uri: &str) -> usize {
+        self.find(environment, uri)
+            .map_or(0, |s| lock(&s.state).entries.len())
+    }
+
+    /// The number of events delivered to `group` and not yet acknowledged.
+    pub fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
+        self.find(environment, uri).map_or(0, |s| {
+            lock(&s.state)
+                .groups
+                .get(group)
+                .map_or(0, |g| g.pending.len())
+        })
+    }
+
+    fn find(&self, environment: Option<&str>, uri: &str) -> Option<Arc<Stream>> {
+        let address = StreamAddress::new(environment, uri).ok()?;
+        lock(&self.streams).get(&address).cloned()
+    }
+
+    fn stream(&self, address: &StreamAddress) -> Arc<Stream> {
+        lock(&self.streams)
+            .entry(address.clone())
+            .or_insert_with(|| {
+                Arc::new(Stream {
+                    state: Mutex::new(StreamState::default()),
+                    appended: watch::channel(0).0,
+                })
+            })
+            .clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Stream {
+    state: Mutex<StreamState>,
+    appended: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    entries: Vec<Arc<OutgoingEvent>>,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Default)]
+struct Group {
+    next: usize,
+    pending: BTreeMap<usize, Pending>,
+}
+
+struct Pending {
+    consumer: String,
+    deliveries: u32,
+}
+
+/// Builds producers for an [`InMemoryBroker`]; options as on the Redis builder.
+#[derive(Debug, Clone)]
+pub struct InMemoryProducerBuilder {
+    broker: InMemoryBroker,
+    environment: Option<String>,
+    uri: Option<String>,
+}
+
+impl InMemoryProducerBuilder {
+    /// The environment (optional).
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The stream's uri (required).
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+}
+
+fn address(environment: &Option<String>, uri: &Option<String>) -> Result<StreamAddress, Error> {
+    let uri = uri
+        .as_deref()
+        .ok_or_else(|| Error::Config("uri is required: call .uri(\"...\")".into()))?;
+    StreamAddress::new(environment.as_deref(), uri)
+}
+
+impl ProducerBuilder for InMemoryProducerBuilder {
+    async fn build_producer(self) -> Result<Producer, Error> {
+        let address = address(&self.environment, &self.uri)?;
+        let stream = self.broker.stream(&address);
+        Ok(Producer::new(Arc::new(MemoryPublisher { stream })))
+    }
+}
+
+struct MemoryPublisher {
+    stream: Arc<Stream>,
+}
+
+#[async_trait]
+impl Publish for MemoryPublisher {
+    async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error> {
+        let id = event.message_id;
+        let len = {
+            let mut state = lock(&self.stream.state);
+            state.entries.push(Arc::new(event));
+            state.entries.len()
+        };
+        self.stream.appended.send_replace(len);
+        Ok(id)
+    }
+}
+
+/// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder.
+#[derive(Debug, Clone)]
+pub struct InMemoryConsumerBuilder {
+    broker: InMemoryBroker,
+    environment: Option<String>,
+    uri: Option<String>,
+    group: String,
+    name: Option<String>,
+    ack: AckMode,
+    max_messages: Option<u64>,
+}
+
+impl InMemoryConsumerBuilder {
+    /// The environment (optional).
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The stream's uri (required).
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+
+    /// The consumer group (default `"default"`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// The consumer's name within its group (default: [`default_consumer_name`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// When events are acknowledged (default [`AckMode::OnSuccess`]).
+    pub fn ack(mut self, ack: AckMode) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// Stop after handling this many events; the lifetime's `completion()` then returns `Ok`.
+    pub fn max_messages(mut self, n: u64) -> Self {
+        self.max_messages = Some(n);
+        self
+    }
+}
+
+impl ConsumerBuilder for InMemoryConsumerBuilder {
+    async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
+        let address = address(&self.environment, &self.uri)?;
+        check_name("group", &self.group, "")?;
+        let name = self.name.unwrap_or_else(default_consumer_name);
+        check_name("consumer name", &name, "")?;
+        let stream = self.broker.stream(&address);
+        lock(&stream.state).groups.entry(self.group.clone()).or_default();
+        let consumer = MemoryConsumer {
+            acker: Arc::new(MemoryAcker {
+                stream: stream.clone(),
+                group: self.group.clone(),
+            }),
+            stream,
+            address,
+            group: self.group,
+            name,
+            ack: self.ack,
+            max_messages: self.max_messages,
+            handler,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(stop.clone()));
+        Ok(ConsumerLifetime::new(stop, task))
+    }
+}
+
+struct MemoryAcker {
+    stream: Arc<Stream>,
+    group: String,
+}
+
+#[async_trait]
+impl Acknowledge for MemoryAcker {
+    async fn ack(&self, metadata: &Metadata) -> Result<(), Error> {
+        let index: usize = metadata
+            .stream_id
+            .parse()
+            .map_err(|_| Error::malformed(&metadata.stream_id, "not an in-memory entry id"))?;
+        if let Some(group) = lock(&self.stream.state).groups.get_mut(&self.group) {
+            group.pending.remove(&index);
+        }
+        Ok(())
+    }
+}
+
+struct MemoryConsumer {
+    stream: Arc<Stream>,
+    acker: Arc<MemoryAcker>,
+    address: StreamAddress,
+    group: String,
+    name: String,
+    ack: AckMode,
+    max_messages: Option<u64>,
+    handler: Arc<dyn EventHandler>,
+}
+
+impl MemoryConsumer {
+    async fn run(self, stop: CancellationToken) -> Result<(), Error> {
+        let mut appended = self.stream.appended.subscribe();
+        // Entries this consumer left pending in an earlier life come first.
+        let mut own_pending: VecDeque<usize> = lock(&self.stream.state)
+            .groups
+            .get(&self.group)
+            .map(|g| {
+                g.pending
+                    .iter()
+                    .filter(|(_, p)| p.consumer == self.name)
+                    .map(|(i, _)| *i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut handled = 0u64;
+        loop {
+            if stop.is_cancelled() || self.max_messages.is_some_and(|max| handled >= max) {
+                return Ok(());
+            }
+            appended.borrow_and_update();
+            match self.next(&mut own_pending) {
+                Some((index, event, deliveries)) => {
+                    if self.deliver(index, &event, deliveries).await {
+                        handled += 1;
+                    }
+                }
+                None => tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = appended.changed() => {}
+                },
+            }
+        }
+    }
+
+    /// Claims the next entry for this consumer: its own pending ones first, then new ones.
+    fn next(&self, own_pending: &mut VecDeque<usize>) -> Option<(usize, Arc<OutgoingEvent>, u32)> {
+        let mut state = lock(&self.stream.state);
+        let StreamState { entries, groups } = &mut *state;
+        let group = groups.entry(self.group.clone()).or_default();
+        while let Some(index) = own_pending.pop_front() {
+            if let Some(p) = group.pending.get_mut(&index) {
+                p.deliveries += 1;
+                return Some((index, entries[index].clone(), p.deliveries));
+            }
+        }
+        let index = group.next;
+        let event = entries.get(index)?.clone();
+        group.next += 1;
+        group.pending.insert(
+            index,
+            Pending {
+                consumer: self.name.clone(),
+                deliveries: 1,
+            },
+        );
+        Some((index, event, 1))
+    }
+
+    /// Hands one entry to the handler; true when it was handled.
+    async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> bool {
+        let metadata = Metadata {
+            message_id: event.message_id,
+            operation: event.operation.to_owned(),
+            version: event.version,
+            environment: self.address.environment().map(str::to_owned),
+            uri: self.address.uri().to_owned(),
+            produced_at: event.produced_at,
+            stream_id: index.to_string(),
+            delivery_count: deliveries,
+        };
+        let ctx = ConsumerContext::new(metadata, self.acker.clone());
+        match self.handler.handle(&ctx, &event.fields).await {
+            Ok(()) => {
+                if self.ack == AckMode::OnSuccess {
+                    if let Err(e) = ctx.ack().await {
+                        tracing::error!(entry = index, error = %e, "in-memory ack failed");
+                    }
+                }
+                true
+            }
+            Err(HandleError::BadEvent(e)) => {
+                tracing::error!(
+                    contract = self.handler.contract(), entry = index, error = %e,
+                    "bad event left pending"
+                );
+                false
+            }
+            Err(HandleError::Handler(e)) => {
+                tracing::warn!(
+                    contract = self.handler.contract(), entry = index, error = %e,
+                    "handler failed; event left pending"
+                );
+                false
+            }
+        }
+    }
+}
+

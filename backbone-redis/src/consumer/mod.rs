@@ -1,0 +1,240 @@
+//! The Redis consumer: [`RedisConsumerBuilder`] checks the options, creates the group and starts
+//! a worker task (see `worker.rs`) that reads through the consumer group.
+
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backbone_core::names::{check_name, default_consumer_name};
+use backbone_core::{
+    AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
+};
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
+use crate::keys::StreamKeys;
+use crate::producer::address;
+use worker::Worker;
+
+/// Builds consumers that read a Redis stream through a consumer group.
+///
+/// Defaults: url [`default_url`], group `"default"`, name
+/// [`default_consumer_name`] (stable across restarts of the same program on the same host),
+/// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`.
+///
+/// ```no_run
+/// use backbone_core::{async_trait, events_contract, ConsumerContext, Error, HandlerResult};
+/// use backbone_redis::RedisConsumerBuilder;
+///
+/// #[events_contract]
+/// pub trait Greetings {
+///     async fn hello(&self, name: String);
+/// }
+///
+/// struct Printer;
+///
+/// #[async_trait]
+/// impl GreetingsConsumer for Printer {
+///     async fn hello(&self, ctx: &ConsumerContext, name: String) -> HandlerResult {
+///         println!("hello {name} ({})", ctx.metadata().stream_id);
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Error> {
+/// let lifetime = RedisConsumerBuilder::new()
+///     .url("redis://127.0.0.1:6379")
+///     .uri("greetings")
+///     .group("printer")
+///     .name("printer-1")
+///     .subscribe_greetings_consumer(Printer)
+///     .await?;
+/// lifetime.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisConsumerBuilder {
+    url: Option<String>,
+    environment: Option<String>,
+    uri: Option<String>,
+    group: String,
+    name: Option<String>,
+    batch_size: usize,
+    block: Duration,
+    ack: AckMode,
+    max_messages: Option<u64>,
+}
+
+impl Default for RedisConsumerBuilder {
+    fn default() -> Self {
+        RedisConsumerBuilder {
+            url: None,
+            environment: None,
+            uri: None,
+            group: "default".to_owned(),
+            name: None,
+            batch_size: 100,
+            block: Duration::from_secs(2),
+            ack: AckMode::OnSuccess,
+            max_messages: None,
+        }
+    }
+}
+
+impl RedisConsumerBuilder {
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Redis URL (default: [`default_url`]).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The environment (optional); must match the producer's.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The stream's uri (required); must match the producer's.
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+
+    /// The consumer group (default `"default"`). Every group receives every event.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// The consumer's name within its group. A consumer restarted under the same name handles
+    /// the entries it left pending first.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How many entries one `XREADGROUP` asks for (default 100).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// How long one `XREADGROUP` waits for new entries (default 2 s).
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = block;
+        self
+    }
+
+    /// When entries are acknowledged (default [`AckMode::OnSuccess`]).
+    pub fn ack(mut self, ack: AckMode) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// Stop after handling this many events; `completion()` then returns `Ok`.
+    pub fn max_messages(mut self, n: u64) -> Self {
+        self.max_messages = Some(n);
+        self
+    }
+}
+
+impl ConsumerBuilder for RedisConsumerBuilder {
+    async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
+        let address = address(&self.environment, &self.uri)?;
+        check_name("group", &self.group, "")?;
+        let name = self.name.unwrap_or_else(default_consumer_name);
+        check_name("consumer name", &name, "")?;
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if self.block.is_zero() {
+            return Err(Error::Config(
+                "block must be longer than zero (0 would block forever)".into(),
+            ));
+        }
+        let keys = StreamKeys::new(&address);
+        let url = self.url.unwrap_or_else(default_url);
+        let client = client(&url)?;
+        let mut commands = command_connection(&client).await?;
+        create_group(&mut commands, keys.stream(), &self.group).await?;
+        let reader = reader_connection(&client, self.block).await?;
+        let worker = Worker {
+            acker: Arc::new(RedisAcker {
+                connection: commands.clone(),
+                stream: keys.stream().to_owned(),
+                group: self.group.clone(),
+            }),
+            client,
+            commands,
+            reader,
+            keys,
+            address,
+            group: self.group,
+            name,
+            batch_size: self.batch_size,
+            block: self.block,
+            ack: self.ack,
+            max_messages: self.max_messages,
+            handler,
+            handled: 0,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker.run(stop.clone()));
+        Ok(ConsumerLifetime::new(stop, task))
+    }
+}
+
+/// `XGROUP CREATE <stream> <group> 0 MKSTREAM`, ignoring BUSYGROUP: a group created at `0`
+/// receives what was sent before it existed, and the consumer may start before any producer.
+pub(crate) async fn create_group(
+    connection: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> Result<(), Error> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(connection)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(redis_error(
+            format!("create group {group} on {stream}"),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack).
+struct RedisAcker {
+    connection: ConnectionManager,
+    stream: String,
+    group: String,
+}
+
+#[async_trait]
+impl Acknowledge for RedisAcker {
+    async fn ack(&self, metadata: &Metadata) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&metadata.stream_id)
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| redis_error(format!("XACK {} on {}", metadata.stream_id, self.stream), e))
+    }
+}

@@ -1,0 +1,214 @@
+//! Stream entries: the field names backbone writes with `XADD`, and the parsing of
+//! `XREADGROUP` replies into [`RawEntry`]s. Parsing never panics; whatever is wrong with an
+//! entry becomes an [`Error::MalformedEntry`] naming the field.
+
+use backbone_core::{Error, MessageId};
+use redis::Value;
+
+/// Entry field: the event's [`MessageId`].
+pub const MESSAGE_ID: &str = "message_id";
+/// Entry field: the operation's name.
+pub const OPERATION: &str = "operation";
+/// Entry field: the operation's version.
+pub const VERSION: &str = "version";
+/// Entry field: when it was produced, ms since the epoch.
+pub const PRODUCED_AT: &str = "produced_at";
+/// Entry field: the key of the payload hash (absent for operations without parameters).
+pub const PAYLOAD: &str = "payload";
+
+/// One entry as read: its stream id and its fields (`None` when the entry was deleted or
+/// trimmed while pending).
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub id: String,
+    pub fields: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// The metadata fields of a well-formed entry.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryHeader {
+    pub message_id: MessageId,
+    pub operation: String,
+    pub version: u32,
+    pub produced_at: u64,
+    pub payload: Option<String>,
+}
+
+impl RawEntry {
+    /// Checks and extracts the metadata fields.
+    pub fn header(&self) -> Result<EntryHeader, Error> {
+        let fields = self
+            .fields
+            .as_ref()
+            .ok_or_else(|| Error::malformed(&self.id, "the entry was deleted or trimmed"))?;
+        let get = |name: &str| -> Result<&str, Error> {
+            let value = fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| Error::malformed(&self.id, format!("field `{name}` is missing")))?;
+            std::str::from_utf8(value).map_err(|_| {
+                Error::malformed(&self.id, format!("field `{name}` is not valid UTF-8"))
+            })
+        };
+        let parse_err = |name: &str, value: &str, e: &dyn std::fmt::Display| {
+            Error::malformed(&self.id, format!("field `{name}` = {value:?}: {e}"))
+        };
+        let message_id = get(MESSAGE_ID)?;
+        let message_id = message_id
+            .parse()
+            .map_err(|e| parse_err(MESSAGE_ID, message_id, &e))?;
+        let operation = get(OPERATION)?;
+        if operation.is_empty() {
+            return Err(Error::malformed(&self.id, "field `operation` is empty"));
+        }
+        let version = get(VERSION)?;
+        let version = version.parse().map_err(|e| parse_err(VERSION, version, &e))?;
+        let produced_at = get(PRODUCED_AT)?;
+        let produced_at = produced_at
+            .parse()
+            .map_err(|e| parse_err(PRODUCED_AT, produced_at, &e))?;
+        let payload = match fields.iter().any(|(n, _)| n == PAYLOAD) {
+            true => Some(get(PAYLOAD)?.to_owned()),
+            false => None,
+        };
+        Ok(EntryHeader {
+            message_id,
+            operation: operation.to_owned(),
+            version,
+            produced_at,
+            payload,
+        })
+    }
+}
+
+/// Parses an `XREADGROUP` reply for one stream (RESP2 or RESP3). `Nil` (a BLOCK that timed
+/// out) is an empty batch.
+pub(crate) fn parse_read_reply(reply: Value) -> Result<Vec<RawEntry>, String> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => Ok(pair.pop().unwrap_or_default()),
+                other => Err(format!("unexpected stream element {other:?}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::Map(streams) => streams.into_iter().map(|(_, v)| v).collect(),
+        other => return Err(format!("unexpected XREADGROUP reply {other:?}")),
+    };
+    let mut entries = Vec::new();
+    for stream in streams {
+        let Value::Array(items) = stream else {
+            return Err(format!("unexpected entry list {stream:?}"));
+        };
+        for item in items {
+            entries.push(parse_entry(item)?);
+        }
+    }
+    Ok(entries)
+}
+
+fn parse_entry(item: Value) -> Result<RawEntry, String> {
+    let Value::Array(mut parts) = item else {
+        return Err(format!("unexpected entry {item:?}"));
+    };
+    if parts.len() != 2 {
+        return Err(format!("entry with {} parts", parts.len()));
+    }
+    let fields = parts.pop().unwrap_or_default();
+    let id = bytes_to_string(parts.pop().unwrap_or_default())
+        .ok_or_else(|| "entry id is not a string".to_owned())?;
+    let fields = match fields {
+        Value::Nil => None,
+        Value::Array(values) => {
+            let mut out = Vec::with_capacity(values.len() / 2);
+            let mut values = values.into_iter();
+            while let (Some(name), Some(value)) = (values.next(), values.next()) {
+                let name = bytes_to_string(name)
+                    .ok_or_else(|| format!("entry {id}: a field name is not a string"))?;
+                out.push((name, value_bytes(value)));
+            }
+            Some(out)
+        }
+        Value::Map(pairs) => {
+            let mut out = Vec::with_capacity(pairs.len());
+            for (name, value) in pairs {
+                let name = bytes_to_string(name)
+                    .ok_or_else(|| format!("entry {id}: a field name is not a string"))?;
+                out.push((name, value_bytes(value)));
+            }
+            Some(out)
+        }
+        other => return Err(format!("entry {id}: unexpected fields {other:?}")),
+    };
+    Ok(RawEntry { id, fields })
+}
+
+pub(crate) fn bytes_to_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+fn value_bytes(v: Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.into_bytes(),
+        Value::VerbatimString { text, .. } => text.into_bytes(),
+        Value::Int(i) => i.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_a_reply_with_a_deleted_entry() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![
+                Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("operation"), bulk("x")])]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, "1-0");
+        assert!(entries[1].fields.is_none());
+        let err = entries[1].header().unwrap_err().to_string();
+        assert_eq!(err, "malformed entry 2-0: the entry was deleted or trimmed");
+        let err = entries[0].header().unwrap_err().to_string();
+        assert_eq!(err, "malformed entry 1-0: field `message_id` is missing");
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let entry = RawEntry {
+            id: "5-0".into(),
+            fields: Some(vec![
+                ("message_id".into(), b"0190b3a0-0000-7000-8000-000000000000".to_vec()),
+                ("operation".into(), b"x".to_vec()),
+                ("version".into(), b"-1".to_vec()),
+                ("produced_at".into(), b"1".to_vec()),
+            ]),
+        };
+        let err = entry.header().unwrap_err().to_string();
+        assert!(err.starts_with("malformed entry 5-0: field `version` = \"-1\": "), "{err}");
+    }
+
+    #[test]
+    fn nil_is_an_empty_batch() {
+        assert!(parse_read_reply(Value::Nil).unwrap().is_empty());
+        assert!(parse_read_reply(Value::Int(3)).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! The Redis key layout of one stream: every key shares one `{hash tag}`, so a stream, its
+//! payload hashes and (later) its dead letters live in one Redis Cluster slot and can be written
+//! by one script.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `bb:{<env>:<uri>}:events` | stream | one entry per event: `message_id`, `operation`, `version`, `produced_at`, `payload` |
+//! | `bb:{<env>:<uri>}:payload:<message_id>` | hash | one field per parameter: name → JSON |
+//!
+//! Without an environment the tag is `{<uri>}`.
+
+use backbone_core::{MessageId, StreamAddress};
+
+/// The keys of one (environment, uri).
+///
+/// ```
+/// use backbone_core::{MessageId, StreamAddress};
+/// use backbone_redis::keys::StreamKeys;
+///
+/// let keys = StreamKeys::new(&StreamAddress::new(Some("prod"), "orders").unwrap());
+/// assert_eq!(keys.stream(), "bb:{prod:orders}:events");
+/// let id: MessageId = "0190b3a0-0000-7000-8000-000000000000".parse().unwrap();
+/// assert_eq!(keys.payload(&id), "bb:{prod:orders}:payload:0190b3a0-0000-7000-8000-000000000000");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    prefix: String,
+    stream: String,
+}
+
+impl StreamKeys {
+    /// The keys of `address`.
+    pub fn new(address: &StreamAddress) -> Self {
+        let prefix = format!("bb:{{{address}}}");
+        let stream = format!("{prefix}:events");
+        StreamKeys { prefix, stream }
+    }
+
+    /// The stream holding the events' metadata.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The hash holding the parameters of event `id`.
+    pub fn payload(&self, id: &MessageId) -> String {
+        format!("{}:payload:{id}", self.prefix)
+    }
+}

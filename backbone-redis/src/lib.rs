@@ -1,0 +1,24 @@
+//! # backbone-redis
+//!
+//! backbone's Redis Streams channel. A producer writes each event's parameters to a hash (one
+//! field per parameter, JSON values) and its metadata to a stream entry, in one Lua script;
+//! consumers read through consumer groups with at-least-once delivery. The key layout is in
+//! [`keys`].
+//!
+//! Build producers with [`RedisProducerBuilder`] and consumers with [`RedisConsumerBuilder`];
+//! the methods `build_x_producer()` and `subscribe_x_consumer(handler)` come from the traits
+//! `#[events_contract]` generates next to the contract.
+//!
+//! The `testing` feature adds [`testing`], which starts a real Redis for tests.
+#![warn(missing_docs)]
+
+pub mod connection;
+mod consumer;
+pub mod entry;
+pub mod keys;
+mod producer;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use consumer::RedisConsumerBuilder;
+pub use producer::RedisProducerBuilder;
