@@ -1,0 +1,576 @@
+//! A real Redis for tests (feature `testing`), never a mock.
+//!
+//! [`TestRedis::start`] (and the per-process [`shared`] server) takes, in this order:
+//! 1. `$REDIS_URL`, used as is;
+//! 2. a `redis-server` (from `$REDIS_SERVER_BIN`, `PATH`, `/usr/bin` or `/usr/sbin`) spawned on
+//!    a free loopback port with no config file, no snapshots and a temporary `--dir`;
+//! 3. a `redis:7` container (testcontainers) when a Docker engine answers;
+//! 4. else an error saying how to get Redis ([`no_redis_message`]).
+//!
+//! [`RedisServer`] is always a spawned `redis-server`, for tests that stop or restart Redis.
+//!
+//! # Orphans
+//! Test processes often die without running destructors (statics never drop; `cargo test` and
+//! nextest end processes abruptly), so on Linux every `redis-server` gets
+//! `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills it when its parent dies. That fires when
+//! the *thread* that spawned the child exits, and test threads end all the time, so children are
+//! spawned by one dedicated helper thread that lives as long as the process. The container of a
+//! [`shared`] server is left for the Docker engine to reap.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backbone_core::Error;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::{runners::AsyncRunner, GenericImage, TestcontainersError};
+use tokio::sync::oneshot;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Where a [`TestRedis`] comes from.
+///
+/// ```
+/// assert_ne!(backbone_redis::testing::RedisSource::Env, backbone_redis::testing::RedisSource::Spawned);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisSource {
+    /// The server named by `$REDIS_URL`.
+    Env,
+    /// A `redis-server` child process, killed on drop.
+    Spawned,
+    /// A `redis:7` container, removed on drop.
+    Container,
+}
+
+/// A Redis server for tests; dropping it stops whatever it started.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = backbone_redis::testing::TestRedis::start().await?;
+/// let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TestRedis {
+    url: String,
+    source: RedisSource,
+    _server: Option<RedisServer>,
+    _container: Option<ContainerKeeper>,
+}
+
+impl TestRedis {
+    /// Takes `$REDIS_URL`, else spawns a `redis-server`, else starts a container (see the module).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), backbone_core::Error> {
+    /// let redis = backbone_redis::testing::TestRedis::start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start() -> Result<TestRedis, Error> {
+        let (url, source, server, container) = if let Some(url) = env_url() {
+            (url, RedisSource::Env, None, None)
+        } else if redis_server_bin().is_some() {
+            let server = tokio::task::spawn_blocking(|| RedisServer::spawn(Default::default()))
+                .await
+                .map_err(|e| Error::channel("spawn redis-server", e))??;
+            (server.url.clone(), RedisSource::Spawned, Some(server), None)
+        } else if docker_available() {
+            let (url, keeper) = start_container().await?;
+            (url, RedisSource::Container, None, Some(keeper))
+        } else {
+            return Err(Error::Config(no_redis_message()));
+        };
+        let (_server, _container) = (server, container);
+        Ok(TestRedis {
+            url,
+            source,
+            _server,
+            _container,
+        })
+    }
+
+    /// The server's url, e.g. `redis://127.0.0.1:40123/`.
+    ///
+    /// ```no_run
+    /// # let redis: backbone_redis::testing::TestRedis = todo!();
+    /// let client = redis::Client::open(redis.url()).unwrap();
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where the server comes from.
+    ///
+    /// ```no_run
+    /// # let redis: backbone_redis::testing::TestRedis = todo!();
+    /// println!("testing against {} ({:?})", redis.url(), redis.source());
+    /// ```
+    pub fn source(&self) -> RedisSource {
+        self.source
+    }
+}
+
+/// The test process's server, started once by the first caller and never dropped; safe to call
+/// from many `#[tokio::test]` runtimes at once. It holds nothing bound to a runtime: a spawned
+/// server is a plain child process (whose directory is removed once it answers), a container
+/// is kept by a thread with its own runtime.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), backbone_core::Error> {
+/// let redis = backbone_redis::testing::shared().await?;
+/// let stream = backbone_redis::testing::unique_name("orders"); // keep tests apart
+/// # Ok(()) }
+/// ```
+pub async fn shared() -> Result<&'static TestRedis, Error> {
+    static SHARED: tokio::sync::OnceCell<TestRedis> = tokio::sync::OnceCell::const_new();
+    let start = || async {
+        let redis = TestRedis::start().await?;
+        if let Some(server) = &redis._server {
+            let _ = fs::remove_dir_all(server.dir.path()); // never dropped; it needs it no more
+        }
+        Ok(redis)
+    };
+    SHARED.get_or_try_init(start).await
+}
+
+/// What [`TestRedis::start`] says when it finds no way to get a Redis.
+///
+/// ```
+/// assert!(backbone_redis::testing::no_redis_message().contains("REDIS_URL"));
+/// ```
+pub fn no_redis_message() -> String {
+    "no Redis server for tests: set REDIS_URL to a disposable server (tests write to it), e.g. \
+     REDIS_URL=redis://127.0.0.1:6380/; or install redis-server (`apt-get install redis-server`, \
+     or set REDIS_SERVER_BIN to its path); or start a Docker engine (DOCKER_HOST or \
+     /var/run/docker.sock) so that a redis:7 container can run"
+        .to_owned()
+}
+
+/// Options of a [`RedisServer`].
+///
+/// ```
+/// let options = backbone_redis::testing::ServerOptions {
+///     appendonly: true,
+///     extra_args: vec!["--maxmemory".into(), "64mb".into()],
+/// };
+/// ```
+#[derive(Default, Clone, Debug)]
+pub struct ServerOptions {
+    /// `--appendonly yes`: data survives [`RedisServer::restart`].
+    pub appendonly: bool,
+    /// More `redis-server` arguments, after ours.
+    pub extra_args: Vec<String>,
+}
+
+/// A `redis-server` child on a free port of 127.0.0.1, with its own temporary directory (which
+/// also holds its log); killed on drop.
+///
+/// ```no_run
+/// # fn f() -> Result<(), backbone_core::Error> {
+/// use backbone_redis::testing::{RedisServer, ServerOptions};
+/// let mut server = RedisServer::spawn(ServerOptions { appendonly: true, ..Default::default() })?;
+/// // ... write through server.url() ...
+/// server.restart()?; // same port, AOF reloaded
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    url: String,
+    port: u16,
+    options: ServerOptions,
+    bin: PathBuf,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Spawns a server and waits (at most 10 s) until it answers `PING`.
+    ///
+    /// ```no_run
+    /// let server = backbone_redis::testing::RedisServer::spawn(Default::default()).unwrap();
+    /// ```
+    pub fn spawn(options: ServerOptions) -> Result<RedisServer, Error> {
+        let bin = redis_server_bin().ok_or_else(|| Error::Config(no_redis_message()))?;
+        let dir = tempfile::Builder::new().prefix("backbone-redis-").tempdir();
+        let dir = dir.map_err(|e| Error::channel("create a directory for redis-server", e))?;
+        for _ in 0..5 {
+            let port = free_port()?;
+            match launch(&bin, port, dir.path(), &options) {
+                Ok(child) => {
+                    let url = format!("redis://127.0.0.1:{port}/");
+                    let child = Some(child);
+                    return Ok(RedisServer {
+                        url,
+                        port,
+                        options,
+                        bin,
+                        child,
+                        dir,
+                    });
+                }
+                Err(Launch::PortTaken) => continue,
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Err(Error::Config("every port tried got taken".into()))
+    }
+
+    /// The server's url, `redis://127.0.0.1:PORT/`.
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// let client = redis::Client::open(server.url()).unwrap();
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's port on 127.0.0.1 (never 6379).
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// assert_ne!(server.port(), 6379);
+    /// ```
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shuts the server down with SIGTERM (it flushes its AOF, if on) and waits for it to exit;
+    /// does nothing if it is not running.
+    ///
+    /// ```no_run
+    /// # let mut server: backbone_redis::testing::RedisServer = todo!();
+    /// server.stop()?; // clients now get "connection refused"
+    /// # Ok::<(), backbone_core::Error>(())
+    /// ```
+    pub fn stop(&mut self) -> Result<(), Error> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        #[cfg(unix)] // SAFETY: kill(2) has no memory preconditions; the pid is our unreaped child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        #[cfg(not(unix))]
+        let _ = child.kill();
+        let deadline = Instant::now() + TIMEOUT;
+        let wait_err = |e| Error::channel("wait for redis-server", e);
+        while child.try_wait().map_err(wait_err)?.is_none() {
+            if Instant::now() >= deadline {
+                kill_and_wait(&mut child);
+                return Err(Error::Config("redis-server ignored SIGTERM".into()));
+            }
+            thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and directory (reloading its AOF, if on); does
+    /// nothing if it is running.
+    ///
+    /// ```no_run
+    /// # let mut server: backbone_redis::testing::RedisServer = todo!();
+    /// server.stop()?;
+    /// server.start()?;
+    /// # Ok::<(), backbone_core::Error>(())
+    /// ```
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let port = self.port;
+        self.child = Some(
+            match launch(&self.bin, port, self.dir.path(), &self.options) {
+                Ok(child) => child,
+                Err(Launch::Failed(e)) => return Err(e),
+                Err(Launch::PortTaken) => {
+                    return Err(Error::Config(format!("port {port} got taken")))
+                }
+            },
+        );
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop) then [`start`](Self::start).
+    ///
+    /// ```no_run
+    /// # let mut server: backbone_redis::testing::RedisServer = todo!();
+    /// server.restart()?;
+    /// # Ok::<(), backbone_core::Error>(())
+    /// ```
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop()?;
+        self.start()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_wait(&mut child);
+        }
+    }
+}
+
+/// A name unique across tests and processes, `prefix-PID-COUNTER-NANOS`, made only of
+/// `[A-Za-z0-9._-]` (any other character of `prefix` becomes `_`): valid in a key and a uri.
+///
+/// ```
+/// use backbone_redis::testing::unique_name;
+/// assert_ne!(unique_name("orders"), unique_name("orders"));
+/// assert!(unique_name("a b").starts_with("a_b-"));
+/// ```
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH);
+    let nanos = nanos.map_or(0, |d| d.as_nanos());
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let prefix: String = prefix
+        .chars()
+        .map(|c| if ok(c) { c } else { '_' })
+        .collect();
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+fn env_url() -> Option<String> {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+fn redis_server_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("REDIS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return Some(bin.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .chain(["/usr/bin", "/usr/sbin"].map(|dir| Path::new(dir).join("redis-server")))
+        .find(|candidate| candidate.is_file())
+}
+
+fn docker_available() -> bool {
+    std::env::var_os("DOCKER_HOST").is_some_and(|host| !host.is_empty())
+        || Path::new("/var/run/docker.sock").exists()
+}
+
+fn free_port() -> Result<u16, Error> {
+    let find = || TcpListener::bind("127.0.0.1:0")?.local_addr();
+    loop {
+        let port = find()
+            .map_err(|e| Error::channel("find a free port", e))?
+            .port();
+        if port != 6379 {
+            return Ok(port);
+        }
+    }
+}
+
+enum Launch {
+    PortTaken,
+    Failed(Error),
+}
+
+/// Spawns `redis-server` on `port` and waits until *it* (checked by pid) answers PING.
+fn launch(bin: &Path, port: u16, dir: &Path, options: &ServerOptions) -> Result<Child, Launch> {
+    let log_path = dir.join("redis-server.log");
+    let failed = |what: String, e: io::Error| Launch::Failed(Error::channel(what, e));
+    let open_log = || OpenOptions::new().create(true).append(true).open(&log_path);
+    let (out, err) = match (open_log(), open_log()) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(e), _) | (_, Err(e)) => return Err(failed(format!("open {log_path:?}"), e)),
+    };
+    let log_start = out.metadata().map_or(0, |m| m.len());
+    let log = || {
+        let bytes = fs::read(&log_path).unwrap_or_default();
+        let text = String::from_utf8_lossy(bytes.get(log_start as usize..).unwrap_or_default());
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        io::Error::other(format!("its log {log_path:?} ends with:\n{tail}"))
+    };
+    let mut cmd = Command::new(bin);
+    let appendonly = if options.appendonly { "yes" } else { "no" };
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--port",
+    ]);
+    cmd.arg(port.to_string())
+        .arg("--appendonly")
+        .arg(appendonly)
+        .arg("--dir")
+        .arg(dir);
+    cmd.args(&options.extra_args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let mut child = spawn_child(cmd).map_err(|e| failed(format!("spawn {bin:?}"), e))?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = log();
+            if log.to_string().contains("Address already in use") {
+                return Err(Launch::PortTaken);
+            }
+            let what = format!("redis-server on port {port} ended ({status}) before answering");
+            return Err(failed(what, log));
+        }
+        let last = match probe(port) {
+            Ok(pid) if pid == child.id() => return Ok(child),
+            Ok(pid) => format!("port {port} is answered by pid {pid}, not {}", child.id()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            kill_and_wait(&mut child);
+            let what = format!("redis-server did not answer PING on port {port} in 10 s ({last})");
+            return Err(failed(what, log()));
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Sends `PING` (answered `+PONG` once the data is loaded) and `INFO server` to 127.0.0.1:`port`;
+/// returns the answering server's pid.
+fn probe(port: u16) -> io::Result<u32> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"PING\r\nINFO server\r\n")?;
+    let (mut reply, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        let n = stream.read(&mut chunk)?;
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if n == 0 || !b"+PONG\r\n".starts_with(&reply[..reply.len().min(7)]) {
+            return Err(io::Error::other(format!("PING got {text:?}")));
+        }
+        let pid = text
+            .split("process_id:")
+            .nth(1)
+            .and_then(|r| r.split_once('\r'));
+        if let Some((pid, _)) = pid {
+            return pid.parse().map_err(io::Error::other);
+        }
+    }
+}
+
+fn kill_and_wait(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Spawns `cmd` from the process-long helper thread, with PR_SET_PDEATHSIG on Linux.
+fn spawn_child(mut cmd: Command) -> io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure calls only async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1); // the test process died before prctl took effect
+                }
+                Ok(())
+            });
+        }
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let serve = move || {
+            rx.into_iter()
+                .for_each(|(mut c, r)| drop(r.send(c.spawn())))
+        };
+        let spawner = thread::Builder::new().name("backbone-redis-spawner".into());
+        spawner
+            .spawn(serve)
+            .expect("cannot start the redis-server spawner thread");
+        tx
+    });
+    let gone = || io::Error::other("the redis-server spawner thread is gone");
+    let (reply, answer) = mpsc::channel();
+    spawner.send((cmd, reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// Keeps a container on a thread with its own runtime, so that it outlives the runtime of the
+/// test that started it; dropping this removes the container.
+#[derive(Debug)]
+struct ContainerKeeper {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for ContainerKeeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn start_container() -> Result<(String, ContainerKeeper), Error> {
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<String, String>>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let keep = async move {
+        let image = GenericImage::new("redis", "7")
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"));
+        let started = async {
+            let container = image.start().await?;
+            let host = container.get_host().await?;
+            let port = container.get_host_port_ipv4(6379).await?;
+            let url = format!("redis://{host}:{port}/");
+            Ok::<_, TestcontainersError>((container, url))
+        };
+        match started.await {
+            Ok((container, url)) => {
+                if ready_tx.send(Ok(url)).is_ok() {
+                    let _ = stop_rx.await;
+                }
+                drop(container);
+            }
+            Err(e) => drop(ready_tx.send(Err(e.to_string()))),
+        }
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let thread = thread::Builder::new()
+        .name("backbone-redis-container".into())
+        .spawn(move || runtime().expect("cannot build a runtime").block_on(keep))
+        .map_err(|e| Error::channel("start the testcontainers thread", e))?;
+    let (stop, thread) = (Some(stop_tx), Some(thread));
+    let keeper = ContainerKeeper { stop, thread };
+    let failure = match ready_rx.await {
+        Ok(Ok(url)) => return Ok((url, keeper)),
+        Ok(Err(e)) => e,
+        Err(_) => "its thread died".to_owned(),
+    };
+    let hint = no_redis_message();
+    Err(Error::Config(format!(
+        "no redis:7 container ({failure}); {hint}"
+    )))
+}
