@@ -1,0 +1,188 @@
+//! The event side: the `XEvent` enum (one struct variant per operation) and its
+//! `ContractEvent` impl (operation table, `operation`, `encode`, `decode`).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::{doc, docs_or, internal, item_attrs, version_suffix};
+use crate::model::{Contract, Operation};
+
+/// `pub enum XEvent { OrderPlaced { user: User, ... }, ... }`.
+pub(super) fn event_enum(contract: &Contract) -> TokenStream {
+    let vis = &contract.vis;
+    let event = contract.event_ident();
+    let attrs = item_attrs(contract);
+    let enum_doc = doc(&format!(
+        "An event of the [`{}`] contract: one variant per operation, holding its parameters.",
+        contract.name
+    ));
+    let variants = contract.operations.iter().map(|op| {
+        let variant = &op.variant;
+        let docs = docs_or(
+            &op.docs,
+            &format!("The `{}` operation{}.", op.name, version_suffix(op)),
+        );
+        let fields = op.params.iter().map(|p| {
+            let (ident, ty) = (&p.ident, &p.ty);
+            let field_doc = doc(&format!("The `{}` parameter.", p.name));
+            quote!(#field_doc #ident: #ty)
+        });
+        quote!(#docs #variant { #(#fields),* })
+    });
+    quote! {
+        #enum_doc
+        #attrs
+        #[derive(Debug, Clone)]
+        #vis enum #event {
+            #(#variants),*
+        }
+    }
+}
+
+/// `impl ContractEvent for XEvent`.
+pub(super) fn event_impl(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let name = &contract.name;
+    let event = contract.event_ident();
+    let operations = operations_const(contract);
+    let operation = operation_fn(contract);
+    let encode = encode_fn(contract);
+    let decode = decode_fn(contract);
+    quote! {
+        impl #krate::ContractEvent for #event {
+            const CONTRACT: &'static str = #name;
+            #operations
+            #operation
+            #encode
+            #decode
+        }
+    }
+}
+
+/// `const OPERATIONS`: the operation table, in declaration order.
+fn operations_const(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let entries = contract.operations.iter().map(|op| {
+        let (name, version) = (&op.name, op.version);
+        let parameters = op.params.iter().map(|p| &p.name);
+        quote! {
+            #krate::Operation {
+                name: #name,
+                version: #version,
+                parameters: &[#(#parameters),*],
+            }
+        }
+    });
+    quote! {
+        const OPERATIONS: &'static [#krate::Operation] = &[#(#entries),*];
+    }
+}
+
+/// `fn operation(&self)`: the variant's entry in the operation table.
+fn operation_fn(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let arms = contract.operations.iter().enumerate().map(|(index, op)| {
+        let variant = &op.variant;
+        quote! {
+            Self::#variant { .. } => &<Self as #krate::ContractEvent>::OPERATIONS[#index],
+        }
+    });
+    quote! {
+        fn operation(&self) -> &'static #krate::Operation {
+            match *self {
+                #(#arms)*
+            }
+        }
+    }
+}
+
+/// `fn encode(&self)`: one JSON value per parameter, in declaration order.
+fn encode_fn(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let fields = internal("__fields");
+    let arms = contract.operations.iter().map(|op| {
+        let variant = &op.variant;
+        let bindings = op.params.iter().map(|p| &p.ident);
+        let body = if op.params.is_empty() {
+            quote!(::core::result::Result::Ok(#krate::Fields::new()))
+        } else {
+            let count = op.params.len();
+            let pushes = op.params.iter().map(|p| {
+                let (ident, param) = (&p.ident, &p.name);
+                let operation = &op.name;
+                quote_spanned! {p.ty.span()=>
+                    #fields.push(#param, #krate::codec::encode(#operation, #param, #ident)?);
+                }
+            });
+            quote! {{
+                let mut #fields = #krate::Fields::with_capacity(#count);
+                #(#pushes)*
+                ::core::result::Result::Ok(#fields)
+            }}
+        };
+        quote!(Self::#variant { #(#bindings),* } => #body,)
+    });
+    // `match *self {}` for a contract without operations: `&Self` is never empty.
+    let scrutinee = if contract.operations.is_empty() {
+        quote!(*self)
+    } else {
+        quote!(self)
+    };
+    quote! {
+        fn encode(&self) -> ::core::result::Result<#krate::Fields, #krate::Error> {
+            match #scrutinee {
+                #(#arms)*
+            }
+        }
+    }
+}
+
+/// `fn decode(operation, version, fields)`: matches (name, version) and decodes every
+/// parameter, or fails with `Error::UnknownOperation`.
+fn decode_fn(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let name = &contract.name;
+    let (operation, version, fields) = (
+        internal("__operation"),
+        internal("__version"),
+        internal("__fields"),
+    );
+    let arms = contract
+        .operations
+        .iter()
+        .map(|op| decode_arm(contract, op));
+    quote! {
+        fn decode(
+            #operation: &str,
+            #version: u32,
+            #fields: &#krate::Fields,
+        ) -> ::core::result::Result<Self, #krate::Error> {
+            match (#operation, #version) {
+                #(#arms)*
+                _ => ::core::result::Result::Err(#krate::Error::UnknownOperation {
+                    contract: ::std::string::String::from(#name),
+                    operation: ::std::string::String::from(#operation),
+                    version: #version,
+                }),
+            }
+        }
+    }
+}
+
+/// One arm of `decode`: `("order_placed", 0) => Ok(Self::OrderPlaced { user: decode(..)?, .. })`.
+fn decode_arm(contract: &Contract, op: &Operation) -> TokenStream {
+    let krate = &contract.krate;
+    let fields = internal("__fields");
+    let (variant, operation, version) = (&op.variant, &op.name, op.version);
+    let values = op.params.iter().map(|p| {
+        let (ident, param, ty) = (&p.ident, &p.name, &p.ty);
+        let value = quote_spanned! {ty.span()=>
+            #krate::codec::decode::<#ty>(#operation, #param, #fields)?
+        };
+        quote!(#ident: #value)
+    });
+    quote! {
+        (#operation, #version) => ::core::result::Result::Ok(Self::#variant { #(#values),* }),
+    }
+}

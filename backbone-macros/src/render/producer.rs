@@ -1,0 +1,84 @@
+//! The producer side: the typed `XProducer`, with one `async` method per operation.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{doc, docs_or, item_attrs, method_attrs, version_suffix};
+use crate::model::Contract;
+
+/// `pub struct XProducer { inner: Producer }`.
+pub(super) fn producer_struct(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let vis = &contract.vis;
+    let producer = contract.producer_ident();
+    let attrs = item_attrs(contract);
+    let struct_doc = doc(&format!(
+        "Sends events of the [`{}`] contract through one channel: one method per operation. \
+         Get one with [`{build}`]({}::{build}); it is cheap to clone.",
+        contract.name,
+        contract.producer_ext_ident(),
+        build = contract.build_fn_ident(),
+    ));
+    quote! {
+        #struct_doc
+        #attrs
+        #[derive(Clone, Debug)]
+        #vis struct #producer {
+            inner: #krate::Producer,
+        }
+    }
+}
+
+/// `impl XProducer`: `new`, `producer` and one sending method per operation.
+pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let link = contract.krate_link();
+    let producer = contract.producer_ident();
+    let event = contract.event_ident();
+    let attrs = item_attrs(contract);
+    let new_doc = doc(&format!(
+        "Wraps a channel's [`Producer`]({link}::Producer)."
+    ));
+    let producer_doc = doc(&format!(
+        "The channel's untyped [`Producer`]({link}::Producer)."
+    ));
+    let methods = contract.operations.iter().map(|op| {
+        let (method, variant) = (&op.method, &op.variant);
+        let docs = docs_or(
+            &op.docs,
+            &format!("Sends a `{}` event{}.", op.name, version_suffix(op)),
+        );
+        let attrs = method_attrs(op);
+        let params = op.params.iter().map(|p| {
+            let (ident, ty) = (&p.ident, &p.ty);
+            quote!(#ident: #ty)
+        });
+        let fields = op.params.iter().map(|p| &p.ident);
+        quote! {
+            #docs
+            #attrs
+            pub async fn #method(
+                &self,
+                #(#params),*
+            ) -> ::core::result::Result<#krate::MessageId, #krate::Error> {
+                self.inner.send(&#event::#variant { #(#fields),* }).await
+            }
+        }
+    });
+    quote! {
+        #attrs
+        impl #producer {
+            #new_doc
+            pub fn new(inner: #krate::Producer) -> Self {
+                Self { inner }
+            }
+
+            #producer_doc
+            pub fn producer(&self) -> &#krate::Producer {
+                &self.inner
+            }
+
+            #(#methods)*
+        }
+    }
+}
