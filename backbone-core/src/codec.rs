@@ -114,8 +114,9 @@ pub fn decode<T: DeserializeOwned>(
     fields: &Fields,
 ) -> Result<T, Error> {
     match fields.get(parameter) {
-        Some(bytes) => serde_json::from_slice(bytes)
-            .map_err(|e| Error::decode(operation, parameter, e)),
+        Some(bytes) => {
+            serde_json::from_slice(bytes).map_err(|e| Error::decode(operation, parameter, e))
+        }
         None => serde_json::from_slice(b"null")
             .map_err(|_| Error::decode(operation, parameter, "the field is missing")),
     }

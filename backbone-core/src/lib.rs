@@ -62,7 +62,7 @@ pub use channel::{
     ProducerBuilder, Publish,
 };
 pub use codec::Fields;
-pub use context::{Acknowledge, AckMode, ConsumerContext};
+pub use context::{AckMode, Acknowledge, ConsumerContext};
 pub use contract::{Contract, ContractEvent, Dispatch, Operation};
 pub use error::{BoxError, Error};
 pub use handler::{FailureKind, HandlerError, HandlerResult};

@@ -274,7 +274,10 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
         let name = self.name.unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;
         let stream = self.broker.stream(&address);
-        lock(&stream.state).groups.entry(self.group.clone()).or_default();
+        lock(&stream.state)
+            .groups
+            .entry(self.group.clone())
+            .or_default();
         let consumer = MemoryConsumer {
             acker: Arc::new(MemoryAcker {
                 stream: stream.clone(),
@@ -422,4 +425,3 @@ impl MemoryConsumer {
         }
     }
 }
-

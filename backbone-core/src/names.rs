@@ -103,7 +103,13 @@ pub fn default_consumer_name() -> String {
         .unwrap_or_else(|| "backbone".to_owned());
     let name: String = format!("{host}-{program}")
         .chars()
-        .map(|c| if c.is_whitespace() || c.is_control() || c == '{' || c == '}' { '_' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() || c == '{' || c == '}' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     name
 }

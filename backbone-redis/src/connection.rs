@@ -37,7 +37,12 @@ pub(crate) async fn command_connection(client: &Client) -> Result<ConnectionMana
     client
         .get_connection_manager_with_config(config)
         .await
-        .map_err(|e| redis_error(format!("connect to {}", client.get_connection_info().addr()), e))
+        .map_err(|e| {
+            redis_error(
+                format!("connect to {}", client.get_connection_info().addr()),
+                e,
+            )
+        })
 }
 
 /// A connection of its own for `XREADGROUP ... BLOCK`, whose response timeout outlasts `block`:
@@ -52,7 +57,12 @@ pub(crate) async fn reader_connection(
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| redis_error(format!("connect to {}", client.get_connection_info().addr()), e))
+        .map_err(|e| {
+            redis_error(
+                format!("connect to {}", client.get_connection_info().addr()),
+                e,
+            )
+        })
 }
 
 /// Wraps a redis-rs error with what we were doing.

@@ -63,7 +63,9 @@ impl RawEntry {
             return Err(Error::malformed(&self.id, "field `operation` is empty"));
         }
         let version = get(VERSION)?;
-        let version = version.parse().map_err(|e| parse_err(VERSION, version, &e))?;
+        let version = version
+            .parse()
+            .map_err(|e| parse_err(VERSION, version, &e))?;
         let produced_at = get(PRODUCED_AT)?;
         let produced_at = produced_at
             .parse()
@@ -177,7 +179,10 @@ mod tests {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("s"),
             Value::Array(vec![
-                Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("operation"), bulk("x")])]),
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("operation"), bulk("x")]),
+                ]),
                 Value::Array(vec![bulk("2-0"), Value::Nil]),
             ]),
         ])]);
@@ -196,14 +201,20 @@ mod tests {
         let entry = RawEntry {
             id: "5-0".into(),
             fields: Some(vec![
-                ("message_id".into(), b"0190b3a0-0000-7000-8000-000000000000".to_vec()),
+                (
+                    "message_id".into(),
+                    b"0190b3a0-0000-7000-8000-000000000000".to_vec(),
+                ),
                 ("operation".into(), b"x".to_vec()),
                 ("version".into(), b"-1".to_vec()),
                 ("produced_at".into(), b"1".to_vec()),
             ]),
         };
         let err = entry.header().unwrap_err().to_string();
-        assert!(err.starts_with("malformed entry 5-0: field `version` = \"-1\": "), "{err}");
+        assert!(
+            err.starts_with("malformed entry 5-0: field `version` = \"-1\": "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -209,10 +209,9 @@ pub(crate) async fn create_group(
         .query_async(connection)
         .await;
     match created {
-        Err(e) if e.code() != Some("BUSYGROUP") => Err(redis_error(
-            format!("create group {group} on {stream}"),
-            e,
-        )),
+        Err(e) if e.code() != Some("BUSYGROUP") => {
+            Err(redis_error(format!("create group {group} on {stream}"), e))
+        }
         _ => Ok(()),
     }
 }

@@ -61,7 +61,8 @@ impl Worker {
                 }
                 Err(e) => {
                     failures += 1;
-                    let delay = (Duration::from_millis(100) * 2u32.pow(failures.min(6))).min(MAX_BACKOFF);
+                    let delay =
+                        (Duration::from_millis(100) * 2u32.pow(failures.min(6))).min(MAX_BACKOFF);
                     tracing::warn!(
                         stream = self.keys.stream(), consumer = %self.name, error = %e,
                         retry_in_ms = delay.as_millis() as u64, "consumer error; will reconnect"
@@ -117,7 +118,11 @@ impl Worker {
             None => self.batch_size,
         };
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.group).arg(&self.name).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count);
         let id = match what {
             Read::Pending(after) => after,
             Read::New => {
@@ -165,14 +170,24 @@ impl Worker {
                 Some(key) => match payloads.remove(key) {
                     Some(fields) if !fields.is_empty() => fields,
                     _ => {
-                        let e = Error::MissingPayload { entry: entry.id.clone(), key: key.clone() };
+                        let e = Error::MissingPayload {
+                            entry: entry.id.clone(),
+                            key: key.clone(),
+                        };
                         tracing::error!(stream = self.keys.stream(), error = %e, "bad entry left pending");
                         continue;
                     }
                 },
             };
-            let delivery_count = if pending { deliveries.get(&entry.id).copied().unwrap_or(1) } else { 1 };
-            let ctx = ConsumerContext::new(self.metadata(entry, header, delivery_count), self.acker.clone());
+            let delivery_count = if pending {
+                deliveries.get(&entry.id).copied().unwrap_or(1)
+            } else {
+                1
+            };
+            let ctx = ConsumerContext::new(
+                self.metadata(entry, header, delivery_count),
+                self.acker.clone(),
+            );
             match self.handler.handle(&ctx, &fields).await {
                 Ok(()) => {
                     self.handled += 1;
@@ -220,8 +235,13 @@ impl Worker {
         }
         if pending {
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                pipe.cmd("XPENDING").arg(self.keys.stream()).arg(&self.group).arg(&first.id)
-                    .arg(&last.id).arg(batch.len()).arg(&self.name);
+                pipe.cmd("XPENDING")
+                    .arg(self.keys.stream())
+                    .arg(&self.group)
+                    .arg(&first.id)
+                    .arg(&last.id)
+                    .arg(batch.len())
+                    .arg(&self.name);
             }
         }
         if keys.is_empty() && !pending {
@@ -231,7 +251,11 @@ impl Worker {
             .query_async(&mut self.commands)
             .await
             .map_err(|e| redis_error(format!("fetch payloads of {}", self.keys.stream()), e))?;
-        let deliveries = if pending { parse_pending(replies.pop().unwrap_or_default()) } else { HashMap::new() };
+        let deliveries = if pending {
+            parse_pending(replies.pop().unwrap_or_default())
+        } else {
+            HashMap::new()
+        };
         let payloads = keys
             .into_iter()
             .zip(replies)
@@ -257,9 +281,16 @@ impl Worker {
 /// Errors after which retrying cannot help: the group or stream was deleted, or Redis refuses
 /// our credentials.
 fn is_fatal(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else { return false };
-    let Some(e) = source.downcast_ref::<redis::RedisError>() else { return false };
-    matches!(e.code(), Some("NOGROUP" | "NOAUTH" | "WRONGPASS" | "NOPERM"))
+    let Error::Channel { source, .. } = e else {
+        return false;
+    };
+    let Some(e) = source.downcast_ref::<redis::RedisError>() else {
+        return false;
+    };
+    matches!(
+        e.code(),
+        Some("NOGROUP" | "NOAUTH" | "WRONGPASS" | "NOPERM")
+    )
 }
 
 fn parse_hash(reply: Value) -> Fields {
@@ -269,10 +300,14 @@ fn parse_hash(reply: Value) -> Fields {
 
 /// `XPENDING ... <consumer>` rows are `[id, consumer, idle, deliveries]`.
 fn parse_pending(reply: Value) -> HashMap<String, u32> {
-    let Value::Array(rows) = reply else { return HashMap::new() };
+    let Value::Array(rows) = reply else {
+        return HashMap::new();
+    };
     rows.into_iter()
         .filter_map(|row| {
-            let Value::Array(mut cols) = row else { return None };
+            let Value::Array(mut cols) = row else {
+                return None;
+            };
             if cols.len() != 4 {
                 return None;
             }
