@@ -1,0 +1,205 @@
+//! Shared by the integration tests: test contracts, recording consumers, and helpers that
+//! collect deliveries and report missing and extra message ids.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use backbone_core::{
+    async_trait, events_contract, ConsumerContext, HandlerResult, MessageId, Metadata,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// A nested parameter type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub street: String,
+    pub zip: Option<u32>,
+}
+
+/// A struct parameter with nesting, a list and an option.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub address: Option<Address>,
+}
+
+/// One operation per kind of parameter.
+#[events_contract]
+pub trait Kinds {
+    async fn text(&self, s: String);
+    async fn integers(&self, a: i64, b: u64, c: i8, d: i64);
+    async fn float_bool(&self, f: f64, b: bool);
+    async fn optional(&self, some: Option<String>, none: Option<u32>);
+    async fn nested(&self, user: User, list: Vec<User>, map: BTreeMap<String, Vec<i32>>);
+    async fn unit(&self);
+    #[event(version = 2)]
+    async fn versioned(&self, n: u32);
+}
+
+/// Forwards every Kinds event, rebuilt, with its metadata.
+#[derive(Clone)]
+pub struct KindsRecorder(pub mpsc::UnboundedSender<(Metadata, KindsEvent)>);
+
+impl KindsRecorder {
+    fn record(&self, ctx: &ConsumerContext, event: KindsEvent) -> HandlerResult {
+        self.0.send((ctx.metadata().clone(), event))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KindsConsumer for KindsRecorder {
+    async fn text(&self, ctx: &ConsumerContext, s: String) -> HandlerResult {
+        self.record(ctx, KindsEvent::Text { s })
+    }
+    async fn integers(
+        &self,
+        ctx: &ConsumerContext,
+        a: i64,
+        b: u64,
+        c: i8,
+        d: i64,
+    ) -> HandlerResult {
+        self.record(ctx, KindsEvent::Integers { a, b, c, d })
+    }
+    async fn float_bool(&self, ctx: &ConsumerContext, f: f64, b: bool) -> HandlerResult {
+        self.record(ctx, KindsEvent::FloatBool { f, b })
+    }
+    async fn optional(
+        &self,
+        ctx: &ConsumerContext,
+        some: Option<String>,
+        none: Option<u32>,
+    ) -> HandlerResult {
+        self.record(ctx, KindsEvent::Optional { some, none })
+    }
+    async fn nested(
+        &self,
+        ctx: &ConsumerContext,
+        user: User,
+        list: Vec<User>,
+        map: BTreeMap<String, Vec<i32>>,
+    ) -> HandlerResult {
+        self.record(ctx, KindsEvent::Nested { user, list, map })
+    }
+    async fn unit(&self, ctx: &ConsumerContext) -> HandlerResult {
+        self.record(ctx, KindsEvent::Unit {})
+    }
+    async fn versioned(&self, ctx: &ConsumerContext, n: u32) -> HandlerResult {
+        self.record(ctx, KindsEvent::Versioned { n })
+    }
+}
+
+/// The smallest contract: numbered ticks.
+#[events_contract]
+pub trait Ticks {
+    async fn tick(&self, n: u64);
+}
+
+/// One delivery seen by a [`TickRecorder`].
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub consumer: String,
+    pub n: u64,
+    pub meta: Metadata,
+}
+
+/// Records every tick; fails the ticks for which `fail` says so (without recording them).
+#[derive(Clone)]
+pub struct TickRecorder {
+    pub label: String,
+    pub tx: mpsc::UnboundedSender<Seen>,
+    pub fail: fn(u64) -> bool,
+    pub failures: Option<mpsc::UnboundedSender<Seen>>,
+}
+
+impl TickRecorder {
+    pub fn new(label: &str, tx: mpsc::UnboundedSender<Seen>) -> Self {
+        TickRecorder {
+            label: label.to_owned(),
+            tx,
+            fail: |_| false,
+            failures: None,
+        }
+    }
+}
+
+#[async_trait]
+impl TicksConsumer for TickRecorder {
+    async fn tick(&self, ctx: &ConsumerContext, n: u64) -> HandlerResult {
+        let seen = Seen {
+            consumer: self.label.clone(),
+            n,
+            meta: ctx.metadata().clone(),
+        };
+        if (self.fail)(n) {
+            if let Some(failures) = &self.failures {
+                failures.send(seen)?;
+            }
+            return Err(format!("tick {n} fails on purpose").into());
+        }
+        self.tx.send(seen)?;
+        Ok(())
+    }
+}
+
+/// Receives `count` items, or fails after `within` saying how many arrived.
+pub async fn collect<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    count: usize,
+    within: Duration,
+) -> Vec<T> {
+    let mut got = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < count {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(item)) => got.push(item),
+            Ok(None) => panic!("channel closed after {} of {count} items", got.len()),
+            Err(_) => panic!(
+                "timed out after {within:?} with {} of {count} items",
+                got.len()
+            ),
+        }
+    }
+    got
+}
+
+/// Asserts nothing more arrives within `quiet`.
+pub async fn assert_quiet<T: std::fmt::Debug>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    quiet: Duration,
+) {
+    if let Ok(Some(extra)) = tokio::time::timeout(quiet, rx.recv()).await {
+        panic!("unexpected extra delivery: {extra:?}");
+    }
+}
+
+/// Asserts `received` holds exactly the ids of `sent`, each once; reports missing, extra and
+/// duplicated ids.
+pub fn assert_exactly_once(sent: &[MessageId], received: &[MessageId]) {
+    let sent_set: HashSet<_> = sent.iter().collect();
+    let mut seen = HashSet::new();
+    let duplicates: Vec<_> = received.iter().filter(|id| !seen.insert(*id)).collect();
+    let missing: Vec<_> = sent.iter().filter(|id| !seen.contains(id)).collect();
+    let extra: Vec<_> = seen.iter().filter(|id| !sent_set.contains(*id)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && duplicates.is_empty(),
+        "sent {}, received {}: missing {missing:?}, extra {extra:?}, duplicated {duplicates:?}",
+        sent.len(),
+        received.len()
+    );
+}
+
+/// A raw redis-rs connection for inspecting what the framework wrote.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to test redis")
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
