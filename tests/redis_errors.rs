@@ -221,3 +221,36 @@ async fn entries_a_consumer_cannot_use_do_not_stop_it() {
     assert_eq!(pending.count(), bad_entries.len());
     lifetime.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_group_destroyed_under_a_running_consumer_ends_it_with_an_error() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("destroyed");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .group("doomed")
+        .block(Duration::from_millis(200))
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let mut raw = raw(redis.url()).await;
+    let destroyed: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(format!("bb:{{{uri}}}:events"))
+        .arg("doomed")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("the consumer stops on its own")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("XREADGROUP on bb:{") && text.contains("NOGROUP"),
+        "{text}"
+    );
+}
