@@ -77,13 +77,7 @@ impl ShipmentTrackingConsumer for Printer {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let max: Option<u64> = match std::env::args().nth(1) {
-        Some(n) => Some(
-            n.parse()
-                .map_err(|e| format!("the number of events {n:?}: {e}"))?,
-        ),
-        None => None,
-    };
+    let max = count_arg("events")?;
     let mut builder = RedisConsumerBuilder::new()
         .environment(ENVIRONMENT)
         .uri(URI)

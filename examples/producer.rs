@@ -13,12 +13,7 @@ use shipment::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let orders: u64 = match std::env::args().nth(1) {
-        Some(n) => n
-            .parse()
-            .map_err(|e| format!("the number of orders {n:?}: {e}"))?,
-        None => 5,
-    };
+    let orders = count_arg("orders")?.unwrap_or(5);
     let producer = RedisProducerBuilder::new()
         .environment(ENVIRONMENT)
         .uri(URI)

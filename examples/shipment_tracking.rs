@@ -153,12 +153,7 @@ impl ShipmentTrackingConsumer for Reporter {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let orders: u64 = match std::env::args().nth(1) {
-        Some(n) => n
-            .parse()
-            .map_err(|e| format!("the number of orders {n:?}: {e}"))?,
-        None => 5,
-    };
+    let orders = count_arg("orders")?.unwrap_or(5);
     if orders == 0 {
         return Err("the number of orders must be at least 1".into());
     }

@@ -5,21 +5,9 @@ mod common;
 use std::time::Duration;
 
 use backbone_core::memory::InMemoryBroker;
-use backbone_core::{AckMode, MessageId};
+use backbone_core::AckMode;
 use common::*;
 use tokio::sync::mpsc;
-
-async fn send(producer: &TicksProducer, range: std::ops::Range<u64>) -> Vec<MessageId> {
-    let mut ids = Vec::new();
-    for n in range {
-        ids.push(producer.tick(n).await.unwrap());
-    }
-    ids
-}
-
-fn ids(seen: &[Seen]) -> Vec<MessageId> {
-    seen.iter().map(|s| s.meta.message_id).collect()
-}
 
 #[tokio::test]
 async fn each_group_gets_every_event_and_a_group_shares_them() {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use backbone_core::{async_trait, AckMode, ConsumerContext, HandlerResult, MessageId};
+use backbone_core::{async_trait, AckMode, ConsumerContext, HandlerResult};
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use common::*;
@@ -27,18 +27,6 @@ fn consumer(url: &str, uri: &str, group: &str, name: &str) -> RedisConsumerBuild
         .group(group)
         .name(name)
         .block(Duration::from_millis(200))
-}
-
-async fn send(producer: &TicksProducer, range: std::ops::Range<u64>) -> Vec<MessageId> {
-    let mut ids = Vec::new();
-    for n in range {
-        ids.push(producer.tick(n).await.unwrap());
-    }
-    ids
-}
-
-fn ids(seen: &[Seen]) -> Vec<MessageId> {
-    seen.iter().map(|s| s.meta.message_id).collect()
 }
 
 #[tokio::test]

@@ -184,16 +184,10 @@ impl InMemoryProducerBuilder {
     }
 }
 
-fn address(environment: &Option<String>, uri: &Option<String>) -> Result<StreamAddress, Error> {
-    let uri = uri
-        .as_deref()
-        .ok_or_else(|| Error::Config("uri is required: call .uri(\"...\")".into()))?;
-    StreamAddress::new(environment.as_deref(), uri)
-}
-
 impl ProducerBuilder for InMemoryProducerBuilder {
     async fn build_producer(self) -> Result<Producer, Error> {
-        let address = address(&self.environment, &self.uri)?;
+        let address =
+            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         let stream = self.broker.stream(&address);
         Ok(Producer::new(Arc::new(MemoryPublisher { stream })))
     }
@@ -269,7 +263,8 @@ impl InMemoryConsumerBuilder {
 
 impl ConsumerBuilder for InMemoryConsumerBuilder {
     async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
-        let address = address(&self.environment, &self.uri)?;
+        let address =
+            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         check_name("group", &self.group, "")?;
         let name = self.name.unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;

@@ -38,6 +38,19 @@ impl StreamAddress {
         })
     }
 
+    /// Like [`new`](Self::new), for builders whose uri may not have been set.
+    ///
+    /// ```
+    /// use backbone_core::StreamAddress;
+    ///
+    /// let err = StreamAddress::from_options(None, None).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid configuration: uri is required: call .uri(\"...\")");
+    /// ```
+    pub fn from_options(environment: Option<&str>, uri: Option<&str>) -> Result<Self, Error> {
+        let uri = uri.ok_or_else(|| Error::Config("uri is required: call .uri(\"...\")".into()))?;
+        Self::new(environment, uri)
+    }
+
     /// The environment, if any.
     pub fn environment(&self) -> Option<&str> {
         self.environment.as_deref()

@@ -91,19 +91,10 @@ impl RedisProducerBuilder {
     }
 }
 
-pub(crate) fn address(
-    environment: &Option<String>,
-    uri: &Option<String>,
-) -> Result<StreamAddress, Error> {
-    let uri = uri
-        .as_deref()
-        .ok_or_else(|| Error::Config("uri is required: call .uri(\"...\")".into()))?;
-    StreamAddress::new(environment.as_deref(), uri)
-}
-
 impl ProducerBuilder for RedisProducerBuilder {
     async fn build_producer(self) -> Result<Producer, Error> {
-        let address = address(&self.environment, &self.uri)?;
+        let address =
+            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         let url = self.url.unwrap_or_else(default_url);
         let connection = command_connection(&client(&url)?).await?;
         Ok(Producer::new(Arc::new(RedisPublisher {

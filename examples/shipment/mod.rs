@@ -149,3 +149,14 @@ pub fn order(run: u64, i: u64) -> (User, Product) {
 pub fn now() -> u64 {
     backbone_core::metadata::now_millis()
 }
+
+/// The first command-line argument as a count of `what`, if given.
+pub fn count_arg(what: &str) -> Result<Option<u64>, String> {
+    std::env::args()
+        .nth(1)
+        .map(|n| {
+            n.parse()
+                .map_err(|e| format!("the number of {what} {n:?}: {e}"))
+        })
+        .transpose()
+}

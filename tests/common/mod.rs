@@ -146,6 +146,20 @@ impl TicksConsumer for TickRecorder {
     }
 }
 
+/// Sends ticks `range` in order; returns their ids.
+pub async fn send(producer: &TicksProducer, range: std::ops::Range<u64>) -> Vec<MessageId> {
+    let mut ids = Vec::new();
+    for n in range {
+        ids.push(producer.tick(n).await.unwrap());
+    }
+    ids
+}
+
+/// The message ids of `seen`, in order.
+pub fn ids(seen: &[Seen]) -> Vec<MessageId> {
+    seen.iter().map(|s| s.meta.message_id).collect()
+}
+
 /// Receives `count` items, or fails after `within` saying how many arrived.
 pub async fn collect<T>(
     rx: &mut mpsc::UnboundedReceiver<T>,

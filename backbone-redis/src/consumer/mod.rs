@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
+    StreamAddress,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
 use crate::keys::StreamKeys;
-use crate::producer::address;
 use worker::Worker;
 
 /// Builds consumers that read a Redis stream through a consumer group.
@@ -149,7 +149,8 @@ impl RedisConsumerBuilder {
 
 impl ConsumerBuilder for RedisConsumerBuilder {
     async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
-        let address = address(&self.environment, &self.uri)?;
+        let address =
+            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         check_name("group", &self.group, "")?;
         let name = self.name.unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;
