@@ -27,6 +27,8 @@ pub struct OutgoingEvent {
     pub version: u32,
     /// Milliseconds since the epoch when it was sent.
     pub produced_at: u64,
+    /// The ordering key, if the producer has one ([`Producer::with_key`]).
+    pub key: Option<Arc<str>>,
     /// The encoded parameters.
     pub fields: Fields,
 }
@@ -62,12 +64,29 @@ pub trait Publish: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Producer {
     channel: Arc<dyn Publish>,
+    key: Option<Arc<str>>,
 }
 
 impl Producer {
     /// A producer writing to `channel`.
     pub fn new(channel: Arc<dyn Publish>) -> Self {
-        Producer { channel }
+        Producer { channel, key: None }
+    }
+
+    /// A producer on the same channel whose events carry the ordering key `key`. A consumer
+    /// never handles two events with the same key at once, and handles them in the order they
+    /// were sent, whatever its concurrency; events without a key, or with different keys, may
+    /// run side by side.
+    pub fn with_key(&self, key: impl Into<String>) -> Producer {
+        Producer {
+            channel: self.channel.clone(),
+            key: Some(Arc::from(key.into())),
+        }
+    }
+
+    /// The ordering key of this producer's events, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     /// Encodes and sends one event; returns its new [`MessageId`].
@@ -78,6 +97,7 @@ impl Producer {
             operation: operation.name,
             version: operation.version,
             produced_at: now_millis(),
+            key: self.key.clone(),
             fields: event.encode()?,
         };
         self.channel.publish(outgoing).await
@@ -86,7 +106,9 @@ impl Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").finish_non_exhaustive()
+        f.debug_struct("Producer")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 

@@ -54,6 +54,7 @@ pub mod lifetime;
 pub mod memory;
 pub mod metadata;
 pub mod names;
+pub mod policy;
 
 pub use async_trait::async_trait;
 pub use backbone_macros::events_contract;
@@ -70,3 +71,4 @@ pub use id::MessageId;
 pub use lifetime::ConsumerLifetime;
 pub use metadata::Metadata;
 pub use names::StreamAddress;
+pub use policy::{RetryPolicy, UnknownPolicy};

@@ -392,6 +392,7 @@ impl MemoryConsumer {
             produced_at: event.produced_at,
             stream_id: index.to_string(),
             delivery_count: deliveries,
+            key: event.key.as_deref().map(str::to_owned),
         };
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
         match self.handler.handle(&ctx, &event.fields).await {

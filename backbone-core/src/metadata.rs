@@ -18,6 +18,7 @@ use crate::MessageId;
 ///     produced_at: backbone_core::metadata::now_millis(),
 ///     stream_id: "1700000000000-0".into(),
 ///     delivery_count: 1,
+///     key: None,
 /// };
 /// assert_eq!(m.operation, "order_placed");
 /// ```
@@ -39,6 +40,8 @@ pub struct Metadata {
     pub stream_id: String,
     /// How many times the entry has been delivered to this group, this delivery included.
     pub delivery_count: u32,
+    /// The ordering key the producer gave the event, if any.
+    pub key: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -104,6 +104,7 @@ fn metadata(operation: &str, version: u32) -> Metadata {
         produced_at: 0,
         stream_id: "1-0".into(),
         delivery_count: 1,
+        key: None,
     }
 }
 

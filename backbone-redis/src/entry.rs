@@ -15,6 +15,8 @@ pub const VERSION: &str = "version";
 pub const PRODUCED_AT: &str = "produced_at";
 /// Entry field: the key of the payload hash (absent for operations without parameters).
 pub const PAYLOAD: &str = "payload";
+/// Entry field: the ordering key (absent when the producer has none).
+pub const KEY: &str = "key";
 
 /// One entry as read: its stream id and its fields (`None` when the entry was deleted or
 /// trimmed while pending).
@@ -32,6 +34,7 @@ pub(crate) struct EntryHeader {
     pub version: u32,
     pub produced_at: u64,
     pub payload: Option<String>,
+    pub key: Option<String>,
 }
 
 impl RawEntry {
@@ -70,16 +73,21 @@ impl RawEntry {
         let produced_at = produced_at
             .parse()
             .map_err(|e| parse_err(PRODUCED_AT, produced_at, &e))?;
-        let payload = match fields.iter().any(|(n, _)| n == PAYLOAD) {
-            true => Some(get(PAYLOAD)?.to_owned()),
-            false => None,
+        let optional = |name: &str| -> Result<Option<String>, Error> {
+            match fields.iter().any(|(n, _)| n == name) {
+                true => Ok(Some(get(name)?.to_owned())),
+                false => Ok(None),
+            }
         };
+        let payload = optional(PAYLOAD)?;
+        let key = optional(KEY)?;
         Ok(EntryHeader {
             message_id,
             operation: operation.to_owned(),
             version,
             produced_at,
             payload,
+            key,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `bb:{<env>:<uri>}:events` | stream | one entry per event: `message_id`, `operation`, `version`, `produced_at`, `payload` |
 //! | `bb:{<env>:<uri>}:payload:<message_id>` | hash | one field per parameter: name → JSON |
+//! | `bb:{<env>:<uri>}:sent:<message_id>` | string | the stream id of a sent event, for a while: makes a retried send idempotent |
+//! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
 //!
 //! Without an environment the tag is `{<uri>}`.
 
@@ -44,5 +46,29 @@ impl StreamKeys {
     /// The hash holding the parameters of event `id`.
     pub fn payload(&self, id: &MessageId) -> String {
         format!("{}:payload:{id}", self.prefix)
+    }
+
+    /// The prefix of every payload hash (`<prefix>:payload:`), for scans and scripts.
+    pub fn payload_prefix(&self) -> String {
+        format!("{}:payload:", self.prefix)
+    }
+
+    /// The short-lived record that event `id` was sent (its stream id), checked by the publish
+    /// script so that a retried send writes nothing twice.
+    pub fn sent(&self, id: &MessageId) -> String {
+        format!("{}:sent:{id}", self.prefix)
+    }
+
+    /// The dead-letter stream of `group`.
+    ///
+    /// ```
+    /// use backbone_core::StreamAddress;
+    /// use backbone_redis::keys::StreamKeys;
+    ///
+    /// let keys = StreamKeys::new(&StreamAddress::new(None, "orders").unwrap());
+    /// assert_eq!(keys.dead_letters("billing"), "bb:{orders}:dead:billing");
+    /// ```
+    pub fn dead_letters(&self, group: &str) -> String {
+        format!("{}:dead:{group}", self.prefix)
     }
 }

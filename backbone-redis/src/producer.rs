@@ -11,11 +11,12 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::connection::{client, command_connection, default_url, redis_error};
-use crate::entry::{MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
+use crate::entry::{KEY, MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
 use crate::keys::StreamKeys;
 
 /// KEYS[1] stream, KEYS[2] payload hash.
-/// ARGV: message id, operation, version, produced_at, field count n, then n name/value pairs.
+/// ARGV: message id, operation, version, produced_at, ordering key ('' for none), field count
+/// n, then n name/value pairs.
 /// Every check comes before the first write: neither Lua nor MULTI rolls back.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -24,14 +25,19 @@ local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
   return redis.error_reply('backbone: ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a stream')
 end
-local n = tonumber(ARGV[5])
-if n > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 6, 5 + 2 * n))
-  return redis.call('XADD', KEYS[1], '*', '{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2],
-    '{VERSION}', ARGV[3], '{PRODUCED_AT}', ARGV[4], '{PAYLOAD}', KEYS[2])
+local entry = {{'{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2], '{VERSION}', ARGV[3],
+  '{PRODUCED_AT}', ARGV[4]}}
+if ARGV[5] ~= '' then
+  table.insert(entry, '{KEY}')
+  table.insert(entry, ARGV[5])
 end
-return redis.call('XADD', KEYS[1], '*', '{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2],
-  '{VERSION}', ARGV[3], '{PRODUCED_AT}', ARGV[4])
+local n = tonumber(ARGV[6])
+if n > 0 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + 2 * n))
+  table.insert(entry, '{PAYLOAD}')
+  table.insert(entry, KEYS[2])
+end
+return redis.call('XADD', KEYS[1], '*', unpack(entry))
 "#
     ))
 });
@@ -64,6 +70,8 @@ pub struct RedisProducerBuilder {
     url: Option<String>,
     environment: Option<String>,
     uri: Option<String>,
+    max_len: Option<u64>,
+    payload_ttl: Option<std::time::Duration>,
 }
 
 impl RedisProducerBuilder {
@@ -87,6 +95,19 @@ impl RedisProducerBuilder {
     /// The stream's uri (required).
     pub fn uri(mut self, uri: impl Into<String>) -> Self {
         self.uri = Some(uri.into());
+        self
+    }
+
+    /// Keep the stream at about `n` entries (`XADD ... MAXLEN ~ n`), never trimming entries
+    /// still pending in a group.
+    pub fn max_len(mut self, n: u64) -> Self {
+        self.max_len = Some(n);
+        self
+    }
+
+    /// Let payload hashes expire this long after they are written.
+    pub fn payload_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.payload_ttl = Some(ttl);
         self
     }
 }
@@ -120,6 +141,7 @@ impl Publish for RedisPublisher {
             .arg(event.operation)
             .arg(event.version)
             .arg(event.produced_at)
+            .arg(event.key.as_deref().unwrap_or(""))
             .arg(event.fields.len());
         for (name, value) in event.fields.iter() {
             invocation.arg(name).arg(value);

@@ -15,7 +15,7 @@ use crate::errors::Errors;
 const CONTEXT_PARAMETER: &str = "ctx";
 
 /// Method names the generated producer already defines.
-const PRODUCER_METHODS: &[&str] = &["new", "producer"];
+const PRODUCER_METHODS: &[&str] = &["new", "producer", "with_key"];
 
 /// Checks one method and reads it into an [`Operation`].
 pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operation {

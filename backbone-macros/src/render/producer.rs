@@ -29,7 +29,7 @@ pub(super) fn producer_struct(contract: &Contract) -> TokenStream {
     }
 }
 
-/// `impl XProducer`: `new`, `producer` and one sending method per operation.
+/// `impl XProducer`: `new`, `producer`, `with_key` and one sending method per operation.
 pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
     let krate = &contract.krate;
     let link = contract.krate_link();
@@ -41,6 +41,11 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
     ));
     let producer_doc = doc(&format!(
         "The channel's untyped [`Producer`]({link}::Producer)."
+    ));
+    let with_key_doc = doc(&format!(
+        "A producer whose events carry the ordering key `key`: consumers never handle two \
+         events with the same key at once, and handle them in the order they were sent \
+         (see [`Producer::with_key`]({link}::Producer::with_key))."
     ));
     let methods = contract.operations.iter().map(|op| {
         let (method, variant) = (&op.method, &op.variant);
@@ -76,6 +81,11 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
             #producer_doc
             pub fn producer(&self) -> &#krate::Producer {
                 &self.inner
+            }
+
+            #with_key_doc
+            pub fn with_key(&self, key: impl ::core::convert::Into<::std::string::String>) -> Self {
+                Self { inner: self.inner.with_key(key) }
             }
 
             #(#methods)*

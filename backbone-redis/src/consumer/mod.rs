@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
-    StreamAddress,
+    RetryPolicy, StreamAddress, UnknownPolicy,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,12 @@ pub struct RedisConsumerBuilder {
     block: Duration,
     ack: AckMode,
     max_messages: Option<u64>,
+    retry: RetryPolicy,
+    claim_min_idle: Duration,
+    concurrency: usize,
+    on_unknown: UnknownPolicy,
+    shutdown_grace: Duration,
+    remove_idle_consumers: Option<Duration>,
 }
 
 impl Default for RedisConsumerBuilder {
@@ -81,6 +87,12 @@ impl Default for RedisConsumerBuilder {
             block: Duration::from_secs(2),
             ack: AckMode::OnSuccess,
             max_messages: None,
+            retry: RetryPolicy::default(),
+            claim_min_idle: Duration::from_secs(30),
+            concurrency: 1,
+            on_unknown: UnknownPolicy::DeadLetter,
+            shutdown_grace: Duration::from_secs(10),
+            remove_idle_consumers: None,
         }
     }
 }
@@ -143,6 +155,49 @@ impl RedisConsumerBuilder {
     /// Stop after handling this many events; `completion()` then returns `Ok`.
     pub fn max_messages(mut self, n: u64) -> Self {
         self.max_messages = Some(n);
+        self
+    }
+
+    /// How failing events are delivered again, and when they are dead-lettered (default
+    /// [`RetryPolicy::default`]: 100 ms doubling to 10 s, 5 deliveries).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Entries another consumer of the group has held this long without acknowledging them are
+    /// claimed (`XAUTOCLAIM`) and handled here (default 30 s). Must exceed the slowest handler,
+    /// or two consumers may handle the same entry.
+    pub fn claim_min_idle(mut self, idle: Duration) -> Self {
+        self.claim_min_idle = idle;
+        self
+    }
+
+    /// How many events this consumer handles at once (default 1). Events with the same
+    /// ordering key are never handled at once and keep their order.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// What to do with operations the contract does not have (default
+    /// [`UnknownPolicy::DeadLetter`]).
+    pub fn on_unknown(mut self, policy: UnknownPolicy) -> Self {
+        self.on_unknown = policy;
+        self
+    }
+
+    /// How long `shutdown()` lets handlers in flight finish (default 10 s); what is not
+    /// finished then stays pending, for a restart or another consumer to claim.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Remove other consumers of the group that have been idle this long with nothing pending
+    /// (`XGROUP DELCONSUMER`); off by default.
+    pub fn remove_idle_consumers(mut self, idle: Duration) -> Self {
+        self.remove_idle_consumers = Some(idle);
         self
     }
 }

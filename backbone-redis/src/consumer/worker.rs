@@ -274,6 +274,7 @@ impl Worker {
             produced_at: header.produced_at,
             stream_id: entry.id.clone(),
             delivery_count,
+            key: header.key,
         }
     }
 }

@@ -46,6 +46,7 @@ async fn main() {
             produced_at: 0,
             stream_id: "1-0".into(),
             delivery_count: 1,
+            key: None,
         },
         Arc::new(NoAck),
     );
