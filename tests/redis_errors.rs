@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use backbone_core::{Error, MessageId};
+use backbone_core::{Error, MessageId, UnknownPolicy};
 use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
+use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder};
 use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
@@ -150,14 +150,14 @@ async fn sending_to_a_key_of_another_type_fails_before_writing_anything() {
     );
 }
 
-#[tokio::test]
-async fn entries_a_consumer_cannot_use_do_not_stop_it() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("bad-entries");
+/// Writes, with raw commands, one entry for each way an entry can be unusable; returns the
+/// stream key and, per entry, the text its dead letter's reason must contain.
+async fn write_bad_entries(url: &str, uri: &str) -> (String, Vec<String>) {
     let stream = format!("bb:{{{uri}}}:events");
-    let mut raw = raw(redis.url()).await;
+    let mut raw = raw(url).await;
     let id = MessageId::new().to_string();
     let bad_payload = format!("bb:{{{uri}}}:payload:bad");
+    let gone = format!("bb:{{{uri}}}:payload:gone");
     let _: () = raw
         .hset(&bad_payload, "n", "\"not a number\"")
         .await
@@ -174,32 +174,63 @@ async fn entries_a_consumer_cannot_use_do_not_stop_it() {
         fields.push(("payload".to_owned(), key.to_owned()));
         fields
     };
-    let bad_entries: Vec<Vec<(String, String)>> = vec![
-        vec![("foo".into(), "bar".into())], // no metadata at all
-        meta("tick", "not-a-number"),       // malformed version
-        vec![
-            ("message_id".into(), "xyz".into()),
-            ("operation".into(), "tick".into()),
-        ], // bad id
-        with_payload(meta("nope", "0"), &bad_payload), // unknown operation
-        with_payload(meta("tick", "9"), &bad_payload), // unknown version
-        with_payload(meta("tick", "0"), &format!("bb:{{{uri}}}:payload:gone")), // missing hash
-        with_payload(meta("tick", "0"), &bad_payload), // undecodable parameter
-        meta("tick", "0"),                  // parameter missing
+    let cases: Vec<(Vec<(String, String)>, String)> = vec![
+        (
+            vec![("foo".into(), "bar".into())],
+            "field `message_id` is missing".into(),
+        ),
+        (
+            meta("tick", "not-a-number"),
+            "field `version` = \"not-a-number\"".into(),
+        ),
+        (
+            vec![
+                ("message_id".into(), "xyz".into()),
+                ("operation".into(), "tick".into()),
+            ],
+            "field `message_id` = \"xyz\"".into(),
+        ),
+        (
+            with_payload(meta("nope", "0"), &bad_payload),
+            "has no operation `nope` version 0".into(),
+        ),
+        (
+            with_payload(meta("tick", "9"), &bad_payload),
+            "has no operation `tick` version 9".into(),
+        ),
+        (
+            with_payload(meta("tick", "0"), &gone),
+            format!("payload `{gone}` is missing"),
+        ),
+        (
+            with_payload(meta("tick", "0"), &bad_payload),
+            "cannot decode parameter `n` of operation `tick`: invalid type: string".into(),
+        ),
+        (
+            meta("tick", "0"),
+            "cannot decode parameter `n` of operation `tick`: the field is missing".into(),
+        ),
     ];
-    for fields in &bad_entries {
-        let _: String = raw.xadd(&stream, "*", fields).await.unwrap();
+    let mut reasons = Vec::new();
+    for (fields, reason) in cases {
+        let _: String = raw.xadd(&stream, "*", &fields).await.unwrap();
+        reasons.push(reason);
     }
+    (stream, reasons)
+}
+
+#[tokio::test]
+async fn unusable_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("bad-entries");
+    let (stream, reasons) = write_bad_entries(redis.url(), &uri).await;
     let producer = RedisProducerBuilder::new()
         .url(redis.url())
         .uri(&uri)
         .build_ticks_producer()
         .await
         .unwrap();
-    let mut sent = Vec::new();
-    for n in 0..5 {
-        sent.push(producer.tick(n).await.unwrap());
-    }
+    let sent = send(&producer, 0..5).await;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let lifetime = RedisConsumerBuilder::new()
@@ -208,18 +239,87 @@ async fn entries_a_consumer_cannot_use_do_not_stop_it() {
         .subscribe_ticks_consumer(TickRecorder::new("c", tx))
         .await
         .unwrap();
-    let seen = collect(&mut rx, 5, WAIT).await;
-    assert_exactly_once(
-        &sent,
-        &seen.iter().map(|s| s.meta.message_id).collect::<Vec<_>>(),
-    );
-    assert_quiet(&mut rx, Duration::from_millis(300)).await;
+    assert_exactly_once(&sent, &ids(&collect(&mut rx, 5, WAIT).await));
+    let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead.len().await.unwrap() < reasons.len() as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} dead letters",
+            dead.len().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let letters = dead.list(None, 100).await.unwrap();
+    assert_eq!(letters.len(), reasons.len());
+    for (letter, reason) in letters.iter().zip(&reasons) {
+        assert!(
+            letter.reason.contains(reason.as_str()),
+            "reason {:?} lacks {reason:?}",
+            letter.reason
+        );
+        assert_eq!(letter.group, "default");
+        assert_eq!(letter.deliveries, 1, "bad input is not retried: {letter:?}");
+    }
     assert!(!lifetime.is_finished(), "the consumer keeps running");
-    // Until dead letters exist, unusable entries stay pending: nothing is dropped silently.
+    lifetime.shutdown().await.unwrap(); // flushes the batched acknowledgements
+    let mut raw = raw(redis.url()).await;
     let pending: redis::streams::StreamPendingReply =
         raw.xpending(&stream, "default").await.unwrap();
-    assert_eq!(pending.count(), bad_entries.len());
-    lifetime.shutdown().await.unwrap();
+    assert_eq!(pending.count(), 0, "dead letters are acknowledged");
+}
+
+#[tokio::test]
+async fn unknown_operations_can_be_skipped() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("skip-unknown");
+    let (stream, _) = write_bad_entries(redis.url(), &uri).await;
+    let producer = RedisProducerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let sent = send(&producer, 0..3).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .on_unknown(UnknownPolicy::Skip)
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    assert_exactly_once(&sent, &ids(&collect(&mut rx, 3, WAIT).await));
+    let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead.len().await.unwrap() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} dead letters",
+            dead.len().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reasons: Vec<String> = dead
+        .list(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.reason)
+        .collect();
+    assert!(
+        reasons.iter().all(|r| !r.contains("has no operation")),
+        "unknown operations were skipped: {reasons:?}"
+    );
+    lifetime.shutdown().await.unwrap(); // flushes the batched acknowledgements
+    let mut raw = raw(redis.url()).await;
+    let pending: redis::streams::StreamPendingReply =
+        raw.xpending(&stream, "default").await.unwrap();
+    assert_eq!(pending.count(), 0, "skipped entries are acknowledged");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use backbone_core::{async_trait, AckMode, ConsumerContext, HandlerResult};
+use backbone_core::{async_trait, AckMode, ConsumerContext, HandlerResult, RetryPolicy};
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use common::*;
@@ -140,7 +140,8 @@ async fn a_restarted_consumer_handles_what_it_left_pending() {
     let uri = unique_name("restart");
     let sent = send(&producer(redis.url(), &uri).await, 0..20).await;
 
-    // First life: every handler call fails, so all 20 entries stay pending under "worker-1".
+    // First life: every handler call fails and the retry is a minute away, so all 20 entries
+    // stay pending under "worker-1" when it shuts down.
     let (tx, _rx) = mpsc::unbounded_channel();
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
     let failing = TickRecorder {
@@ -150,6 +151,11 @@ async fn a_restarted_consumer_handles_what_it_left_pending() {
         failures: Some(fail_tx),
     };
     let first = consumer(redis.url(), &uri, "g", "worker-1")
+        .retry(RetryPolicy {
+            base_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+            ..RetryPolicy::default()
+        })
         .subscribe_ticks_consumer(failing)
         .await
         .unwrap();

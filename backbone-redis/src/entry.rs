@@ -119,7 +119,7 @@ pub(crate) fn parse_read_reply(reply: Value) -> Result<Vec<RawEntry>, String> {
     Ok(entries)
 }
 
-fn parse_entry(item: Value) -> Result<RawEntry, String> {
+pub(crate) fn parse_entry(item: Value) -> Result<RawEntry, String> {
     let Value::Array(mut parts) = item else {
         return Err(format!("unexpected entry {item:?}"));
     };

@@ -14,11 +14,15 @@
 
 pub mod connection;
 mod consumer;
+pub mod dead_letters;
 pub mod entry;
 pub mod keys;
 mod producer;
+mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use consumer::RedisConsumerBuilder;
-pub use producer::RedisProducerBuilder;
+pub use dead_letters::{DeadLetterEntry, DeadLetters};
+pub use producer::{RedisProducerBuilder, RedisPublisher};
+pub use retention::{StreamAdmin, TrimReport};

@@ -1,6 +1,10 @@
 //! The Redis consumer: [`RedisConsumerBuilder`] checks the options, creates the group and starts
-//! a worker task (see `worker.rs`) that reads through the consumer group.
+//! three tasks: the reader and the claimer (`reader.rs`) bring entries, the worker
+//! (`worker.rs`) schedules them, each event's fate is decided in `job.rs`.
 
+mod fetch;
+mod job;
+mod reader;
 mod worker;
 
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
 use crate::keys::StreamKeys;
+use job::Shared;
+use reader::Reader;
+use tokio::sync::mpsc;
 use worker::Worker;
 
 /// Builds consumers that read a Redis stream through a consumer group.
@@ -212,6 +219,14 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         if self.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.claim_min_idle < Duration::from_millis(10) {
+            return Err(Error::Config(
+                "claim_min_idle must be at least 10 ms".into(),
+            ));
+        }
         if self.block.is_zero() {
             return Err(Error::Config(
                 "block must be longer than zero (0 would block forever)".into(),
@@ -222,26 +237,50 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         let client = client(&url)?;
         let mut commands = command_connection(&client).await?;
         create_group(&mut commands, keys.stream(), &self.group).await?;
-        let reader = reader_connection(&client, self.block).await?;
-        let worker = Worker {
+        let reader_conn = reader_connection(&client, self.block).await?;
+        let shared = Arc::new(Shared {
             acker: Arc::new(RedisAcker {
                 connection: commands.clone(),
                 stream: keys.stream().to_owned(),
                 group: self.group.clone(),
             }),
-            client,
             commands,
-            reader,
             keys,
             address,
             group: self.group,
             name,
-            batch_size: self.batch_size,
-            block: self.block,
-            ack: self.ack,
-            max_messages: self.max_messages,
             handler,
-            handled: 0,
+            ack: self.ack,
+            retry: self.retry,
+            on_unknown: self.on_unknown,
+            claim_min_idle: self.claim_min_idle,
+        });
+        let (requests_tx, requests_rx) = mpsc::channel(1);
+        let (incoming_tx, incoming_rx) = mpsc::channel(4);
+        let tasks_stop = CancellationToken::new();
+        let reader = Reader {
+            shared: shared.clone(),
+            client,
+            connection: reader_conn,
+            block: self.block,
+        };
+        tokio::spawn(reader.run(requests_rx, incoming_tx.clone(), tasks_stop.clone()));
+        tokio::spawn(reader::claimer(
+            shared.clone(),
+            self.batch_size,
+            self.remove_idle_consumers,
+            incoming_tx,
+            tasks_stop.clone(),
+        ));
+        let worker = Worker {
+            shared,
+            batch_size: self.batch_size,
+            concurrency: self.concurrency,
+            max_messages: self.max_messages,
+            shutdown_grace: self.shutdown_grace,
+            requests: requests_tx,
+            incoming: incoming_rx,
+            tasks_stop,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(worker.run(stop.clone()));

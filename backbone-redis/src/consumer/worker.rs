@@ -1,322 +1,222 @@
-//! The consumer's task: drain this consumer's own pending entries, then read new ones with a
-//! blocking `XREADGROUP` on its own connection; for each batch fetch the payload hashes in one
-//! round trip, call the handler per entry, and `XACK` the successes in one command.
-//!
-//! After a Redis error the worker backs off, reconnects its reader and starts over from its
-//! pending entries, so nothing it was given is skipped.
+//! The consumer's scheduler. It asks the reader for entries half a batch before it runs out
+//! (so the next batch is fetched while handlers run), runs up to `concurrency` jobs at once
+//! (never two with the same ordering key, and those in order), holds failed jobs until their
+//! retry is due while other events flow, acknowledges successes in batches, and on shutdown
+//! lets jobs in flight finish within the grace period.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backbone_core::{
-    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, Metadata, StreamAddress,
-};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{Client, Value};
+use backbone_core::Error;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
 
-use super::RedisAcker;
-use crate::connection::{reader_connection, redis_error};
-use crate::entry::{bytes_to_string, parse_read_reply, EntryHeader, RawEntry};
-use crate::keys::StreamKeys;
+use super::job::{self, Job, Outcome, Shared};
+use super::reader::Incoming;
+use crate::connection::redis_error;
+
+/// How often acknowledgements waiting for a batch are flushed anyway.
+const ACK_INTERVAL: Duration = Duration::from_millis(50);
 
 pub(super) struct Worker {
-    pub client: Client,
-    pub commands: ConnectionManager,
-    pub reader: MultiplexedConnection,
-    pub acker: Arc<RedisAcker>,
-    pub keys: StreamKeys,
-    pub address: StreamAddress,
-    pub group: String,
-    pub name: String,
+    pub shared: Arc<Shared>,
     pub batch_size: usize,
-    pub block: Duration,
-    pub ack: AckMode,
+    pub concurrency: usize,
     pub max_messages: Option<u64>,
-    pub handler: Arc<dyn EventHandler>,
-    pub handled: u64,
+    pub shutdown_grace: Duration,
+    pub requests: mpsc::Sender<usize>,
+    pub incoming: mpsc::Receiver<Incoming>,
+    /// Stops the reader and the claimer.
+    pub tasks_stop: CancellationToken,
 }
 
-/// What `XREADGROUP` asks for.
-#[derive(Clone, Copy)]
-enum Read<'a> {
-    /// This consumer's pending entries after this id (no BLOCK).
-    Pending(&'a str),
-    /// New entries (`>`), blocking.
-    New,
+#[derive(Default)]
+struct State {
+    /// Jobs ready to run, in arrival order.
+    queue: VecDeque<Job>,
+    /// Ids of every job queued, running or waiting for a retry (entries may arrive twice).
+    known: HashSet<String>,
+    /// Ordering keys held by a running or retry-waiting job, and that job's id.
+    keys: HashMap<String, String>,
+    /// Successes to `XACK`.
+    acks: Vec<String>,
+    handled: u64,
+    read_outstanding: bool,
 }
-
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Worker {
     pub(super) async fn run(mut self, stop: CancellationToken) -> Result<(), Error> {
-        let mut failures = 0u32;
+        let mut st = State::default();
+        let mut running: JoinSet<(Job, Outcome)> = JoinSet::new();
+        let mut retries: DelayQueue<Job> = DelayQueue::new();
+        let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
+        let mut stopping: Option<Instant> = None; // the grace deadline, once stopping
+        let mut fatal: Option<Error> = None;
         loop {
-            match self.session(&stop).await {
-                Ok(()) => return Ok(()),
-                Err(e) if is_fatal(&e) => {
-                    tracing::error!(stream = self.keys.stream(), group = %self.group, error = %e, "consumer stopped");
-                    return Err(e);
-                }
-                Err(e) => {
-                    failures += 1;
-                    let delay =
-                        (Duration::from_millis(100) * 2u32.pow(failures.min(6))).min(MAX_BACKOFF);
-                    tracing::warn!(
-                        stream = self.keys.stream(), consumer = %self.name, error = %e,
-                        retry_in_ms = delay.as_millis() as u64, "consumer error; will reconnect"
-                    );
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    match reader_connection(&self.client, self.block).await {
-                        Ok(reader) => {
-                            self.reader = reader;
-                            failures = 0;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "reconnect failed"),
-                    }
+            if stopping.is_none() && self.max_reached(&st) {
+                stopping = Some(Instant::now() + self.shutdown_grace);
+            }
+            if stopping.is_none() {
+                self.start_jobs(&mut st, &mut running);
+                self.request_read(&mut st, running.len());
+            } else {
+                self.tasks_stop.cancel();
+                if running.is_empty() {
+                    break;
                 }
             }
-        }
-    }
-
-    fn done(&self, stop: &CancellationToken) -> bool {
-        stop.is_cancelled() || self.max_messages.is_some_and(|max| self.handled >= max)
-    }
-
-    /// One connected stretch: pending entries first, then new ones, until stopped or an error.
-    async fn session(&mut self, stop: &CancellationToken) -> Result<(), Error> {
-        let mut cursor = "0-0".to_owned();
-        loop {
-            if self.done(stop) {
-                return Ok(());
+            if st.acks.len() >= self.batch_size {
+                self.flush(&mut st).await;
             }
-            let batch = self.read(Read::Pending(&cursor)).await?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.id.clone();
-            self.process(batch, true, stop).await?;
-        }
-        loop {
-            if self.done(stop) {
-                return Ok(());
+            let deadline = stopping.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => match done {
+                    Ok((job, outcome)) => self.settle(&mut st, &mut retries, job, outcome),
+                    Err(e) => tracing::error!(error = %e, "a handler task was lost; its entry stays pending"),
+                },
+                Some(expired) = retries.next(), if !retries.is_empty() && stopping.is_none() => {
+                    st.queue.push_front(expired.into_inner());
+                }
+                incoming = self.incoming.recv(), if stopping.is_none() => match incoming {
+                    Some(Incoming::Read(jobs)) => {
+                        st.read_outstanding = false;
+                        self.enqueue(&mut st, jobs);
+                    }
+                    Some(Incoming::Claimed(jobs)) => self.enqueue(&mut st, jobs),
+                    Some(Incoming::Fatal(e)) => {
+                        fatal = Some(e);
+                        stopping = Some(Instant::now() + self.shutdown_grace);
+                    }
+                    None => stopping = Some(Instant::now()),
+                },
+                _ = stop.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + self.shutdown_grace);
+                }
+                _ = tokio::time::sleep_until(deadline), if stopping.is_some() => {
+                    tracing::warn!(stream = self.shared.keys.stream(), unfinished = running.len(),
+                        "shutdown grace period over; unfinished events stay pending");
+                    running.abort_all();
+                    break;
+                }
+                _ = ack_tick.tick(), if !st.acks.is_empty() => self.flush(&mut st).await,
             }
-            let batch = tokio::select! {
-                biased;
-                batch = self.read(Read::New) => batch?,
-                _ = stop.cancelled() => return Ok(()),
-            };
-            self.process(batch, false, stop).await?;
+        }
+        self.tasks_stop.cancel();
+        self.flush(&mut st).await;
+        match fatal {
+            Some(e) => {
+                tracing::error!(stream = self.shared.keys.stream(), group = %self.shared.group,
+                    error = %e, "consumer stopped");
+                Err(e)
+            }
+            None => Ok(()),
         }
     }
 
-    async fn read(&mut self, what: Read<'_>) -> Result<Vec<RawEntry>, Error> {
+    fn max_reached(&self, st: &State) -> bool {
+        self.max_messages.is_some_and(|max| st.handled >= max)
+    }
+
+    /// Asks the reader for more when less than half a batch is queued.
+    fn request_read(&self, st: &mut State, running: usize) {
+        if st.read_outstanding || st.queue.len() >= self.batch_size.div_ceil(2) {
+            return;
+        }
         let count = match self.max_messages {
-            Some(max) => (max.saturating_sub(self.handled) as usize).clamp(1, self.batch_size),
+            Some(max) => {
+                let open = max.saturating_sub(st.handled + (st.queue.len() + running) as u64);
+                (open as usize).clamp(1, self.batch_size)
+            }
             None => self.batch_size,
         };
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(count);
-        let id = match what {
-            Read::Pending(after) => after,
-            Read::New => {
-                cmd.arg("BLOCK").arg(self.block.as_millis() as u64);
-                ">"
-            }
-        };
-        cmd.arg("STREAMS").arg(self.keys.stream()).arg(id);
-        let reply: Value = cmd
-            .query_async(&mut self.reader)
-            .await
-            .map_err(|e| redis_error(format!("XREADGROUP on {}", self.keys.stream()), e))?;
-        parse_read_reply(reply).map_err(|reason| {
-            Error::channel(
-                format!("XREADGROUP on {}", self.keys.stream()),
-                format!("unexpected reply: {reason}"),
-            )
-        })
+        if self.requests.try_send(count).is_ok() {
+            st.read_outstanding = true;
+        }
     }
 
-    /// Handles one batch: fetches payloads (and, for pending entries, delivery counts) in one
-    /// round trip, calls the handler entry by entry, acks the successes with one `XACK`.
-    async fn process(
-        &mut self,
-        batch: Vec<RawEntry>,
-        pending: bool,
-        stop: &CancellationToken,
-    ) -> Result<(), Error> {
-        let headers: Vec<Result<EntryHeader, Error>> = batch.iter().map(RawEntry::header).collect();
-        let (mut payloads, deliveries) = self.fetch(&batch, &headers, pending).await?;
-        let mut acks = Vec::new();
-        for (entry, header) in batch.iter().zip(headers) {
-            if self.done(stop) {
-                break;
+    fn enqueue(&self, st: &mut State, jobs: Vec<Job>) {
+        for job in jobs {
+            if st.known.insert(job.id().to_owned()) {
+                st.queue.push_back(job);
             }
-            let header = match header {
-                Ok(header) => header,
-                Err(e) => {
-                    tracing::error!(stream = self.keys.stream(), error = %e, "bad entry left pending");
-                    continue;
+        }
+    }
+
+    /// Starts queued jobs while there is room, skipping those whose key is busy.
+    fn start_jobs(&self, st: &mut State, running: &mut JoinSet<(Job, Outcome)>) {
+        while running.len() < self.concurrency {
+            if let Some(max) = self.max_messages {
+                if st.handled + running.len() as u64 >= max {
+                    return;
                 }
+            }
+            let position = st.queue.iter().position(|job| match job.key() {
+                None => true,
+                Some(key) => st.keys.get(key).is_none_or(|holder| holder == job.id()),
+            });
+            let Some(job) = position.and_then(|i| st.queue.remove(i)) else {
+                return;
             };
-            let fields = match &header.payload {
-                None => Fields::new(),
-                Some(key) => match payloads.remove(key) {
-                    Some(fields) if !fields.is_empty() => fields,
-                    _ => {
-                        let e = Error::MissingPayload {
-                            entry: entry.id.clone(),
-                            key: key.clone(),
-                        };
-                        tracing::error!(stream = self.keys.stream(), error = %e, "bad entry left pending");
-                        continue;
-                    }
-                },
-            };
-            let delivery_count = if pending {
-                deliveries.get(&entry.id).copied().unwrap_or(1)
-            } else {
-                1
-            };
-            let ctx = ConsumerContext::new(
-                self.metadata(entry, header, delivery_count),
-                self.acker.clone(),
-            );
-            match self.handler.handle(&ctx, &fields).await {
-                Ok(()) => {
-                    self.handled += 1;
-                    if self.ack == AckMode::OnSuccess && !ctx.is_acked() {
-                        acks.push(entry.id.as_str());
-                    }
+            if let Some(key) = job.key() {
+                st.keys.insert(key.to_owned(), job.id().to_owned());
+            }
+            running.spawn(job::run(self.shared.clone(), job));
+        }
+    }
+
+    fn settle(
+        &self,
+        st: &mut State,
+        retries: &mut DelayQueue<Job>,
+        mut job: Job,
+        outcome: Outcome,
+    ) {
+        match outcome {
+            Outcome::Retry(delay) => {
+                // The job keeps its ordering key and its place in `known` while it waits.
+                job.retry_after = Some(delay);
+                retries.insert(job, delay);
+                return;
+            }
+            Outcome::Handled { ack } => {
+                st.handled += 1;
+                if ack {
+                    st.acks.push(job.id().to_owned());
                 }
-                Err(HandleError::BadEvent(e)) => tracing::error!(
-                    stream = self.keys.stream(), entry = %entry.id, contract = self.handler.contract(),
-                    error = %e, "bad event left pending"
-                ),
-                Err(HandleError::Handler(e)) => tracing::warn!(
-                    stream = self.keys.stream(), entry = %entry.id, contract = self.handler.contract(),
-                    error = %e, "handler failed; entry left pending"
-                ),
+            }
+            Outcome::Skipped => st.acks.push(job.id().to_owned()),
+            Outcome::Settled => {}
+        }
+        if let Some(key) = job.key() {
+            if st.keys.get(key).is_some_and(|holder| holder == job.id()) {
+                st.keys.remove(key);
             }
         }
-        if !acks.is_empty() {
-            redis::cmd("XACK")
-                .arg(self.keys.stream())
-                .arg(&self.group)
-                .arg(&acks)
-                .query_async::<i64>(&mut self.commands)
-                .await
-                .map_err(|e| redis_error(format!("XACK on {}", self.keys.stream()), e))?;
-        }
-        Ok(())
+        st.known.remove(job.id());
     }
 
-    /// One pipeline: `HGETALL` of every payload hash, plus `XPENDING` of the batch's range when
-    /// re-reading pending entries (their delivery counts).
-    async fn fetch(
-        &mut self,
-        batch: &[RawEntry],
-        headers: &[Result<EntryHeader, Error>],
-        pending: bool,
-    ) -> Result<(HashMap<String, Fields>, HashMap<String, u32>), Error> {
-        let keys: Vec<&str> = headers
-            .iter()
-            .filter_map(|h| h.as_ref().ok()?.payload.as_deref())
-            .collect();
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("HGETALL").arg(*key);
+    /// `XACK` of every success so far, in one command. On failure the entries stay pending
+    /// and are delivered again: a duplicate, never a loss.
+    async fn flush(&self, st: &mut State) {
+        if st.acks.is_empty() {
+            return;
         }
-        if pending {
-            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                pipe.cmd("XPENDING")
-                    .arg(self.keys.stream())
-                    .arg(&self.group)
-                    .arg(&first.id)
-                    .arg(&last.id)
-                    .arg(batch.len())
-                    .arg(&self.name);
-            }
-        }
-        if keys.is_empty() && !pending {
-            return Ok(Default::default());
-        }
-        let mut replies: Vec<Value> = pipe
-            .query_async(&mut self.commands)
-            .await
-            .map_err(|e| redis_error(format!("fetch payloads of {}", self.keys.stream()), e))?;
-        let deliveries = if pending {
-            parse_pending(replies.pop().unwrap_or_default())
-        } else {
-            HashMap::new()
-        };
-        let payloads = keys
-            .into_iter()
-            .zip(replies)
-            .map(|(key, reply)| (key.to_owned(), parse_hash(reply)))
-            .collect();
-        Ok((payloads, deliveries))
-    }
-
-    fn metadata(&self, entry: &RawEntry, header: EntryHeader, delivery_count: u32) -> Metadata {
-        Metadata {
-            message_id: header.message_id,
-            operation: header.operation,
-            version: header.version,
-            environment: self.address.environment().map(str::to_owned),
-            uri: self.address.uri().to_owned(),
-            produced_at: header.produced_at,
-            stream_id: entry.id.clone(),
-            delivery_count,
-            key: header.key,
+        let acks = std::mem::take(&mut st.acks);
+        let shared = &self.shared;
+        let result: Result<i64, _> = redis::cmd("XACK")
+            .arg(shared.keys.stream())
+            .arg(&shared.group)
+            .arg(&acks)
+            .query_async(&mut shared.commands.clone())
+            .await;
+        if let Err(e) = result {
+            let e = redis_error(format!("XACK on {}", shared.keys.stream()), e);
+            tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
         }
     }
-}
-
-/// Errors after which retrying cannot help: the group or stream was deleted, or Redis refuses
-/// our credentials.
-fn is_fatal(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else {
-        return false;
-    };
-    let Some(e) = source.downcast_ref::<redis::RedisError>() else {
-        return false;
-    };
-    matches!(
-        e.code(),
-        Some("NOGROUP" | "NOAUTH" | "WRONGPASS" | "NOPERM")
-    )
-}
-
-fn parse_hash(reply: Value) -> Fields {
-    let pairs: Vec<(String, Vec<u8>)> = redis::from_redis_value(reply).unwrap_or_default();
-    Fields::from(pairs)
-}
-
-/// `XPENDING ... <consumer>` rows are `[id, consumer, idle, deliveries]`.
-fn parse_pending(reply: Value) -> HashMap<String, u32> {
-    let Value::Array(rows) = reply else {
-        return HashMap::new();
-    };
-    rows.into_iter()
-        .filter_map(|row| {
-            let Value::Array(mut cols) = row else {
-                return None;
-            };
-            if cols.len() != 4 {
-                return None;
-            }
-            let count = match cols.pop()? {
-                Value::Int(n) => u32::try_from(n).ok()?,
-                _ => return None,
-            };
-            Some((bytes_to_string(cols.swap_remove(0))?, count))
-        })
-        .collect()
 }

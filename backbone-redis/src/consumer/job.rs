@@ -1,0 +1,254 @@
+//! One event in a consumer's hands ([`Job`]) and what becomes of it ([`Outcome`]): the handler
+//! is called, or the event is dead-lettered or skipped with a reason, and a failed event is
+//! retried later. Runs as its own task, so a panicking handler is caught here.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backbone_core::{
+    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, Metadata,
+    RetryPolicy, StreamAddress, UnknownPolicy,
+};
+use futures::FutureExt;
+use redis::aio::ConnectionManager;
+use redis::Value;
+
+use super::RedisAcker;
+use crate::connection::redis_error;
+use crate::dead_letters::{dead_letter, DeadLetter};
+use crate::entry::{EntryHeader, RawEntry};
+use crate::keys::StreamKeys;
+
+/// What every job of one consumer shares.
+pub(super) struct Shared {
+    pub keys: StreamKeys,
+    pub address: StreamAddress,
+    pub group: String,
+    pub name: String,
+    pub handler: Arc<dyn EventHandler>,
+    pub acker: Arc<RedisAcker>,
+    pub commands: ConnectionManager,
+    pub ack: AckMode,
+    pub retry: RetryPolicy,
+    pub on_unknown: UnknownPolicy,
+    pub claim_min_idle: Duration,
+}
+
+/// An entry read, with its payload fetched.
+pub(super) struct Job {
+    pub entry: RawEntry,
+    pub header: Result<EntryHeader, Error>,
+    /// `None`: the entry names no payload. `Some(empty)`: the payload hash is missing.
+    pub fields: Option<Fields>,
+    /// Deliveries to this group so far, this one included.
+    pub deliveries: u32,
+    /// When this delivery was read or last (re)claimed by this consumer.
+    pub since: Instant,
+    /// Set while the job waits to be delivered again after a failure.
+    pub retry_after: Option<Duration>,
+}
+
+impl Job {
+    pub fn id(&self) -> &str {
+        &self.entry.id
+    }
+
+    /// The ordering key, if the entry is well formed and has one.
+    pub fn key(&self) -> Option<&str> {
+        self.header.as_ref().ok()?.key.as_deref()
+    }
+}
+
+/// What became of a job.
+pub(super) enum Outcome {
+    /// The handler succeeded; `ack` says whether the worker must still `XACK` it.
+    Handled { ack: bool },
+    /// Not for this consumer (unknown operation under [`UnknownPolicy::Skip`]): `XACK` it.
+    Skipped,
+    /// The handler failed and may succeed later: deliver again after the delay.
+    Retry(Duration),
+    /// Nothing more to do here: dead-lettered, taken over by another consumer, or left pending
+    /// after an error that was logged.
+    Settled,
+}
+
+/// Runs one job to its outcome; never panics.
+pub(super) async fn run(shared: Arc<Shared>, mut job: Job) -> (Job, Outcome) {
+    let outcome = match reclaim(&shared, &mut job).await {
+        Ok(true) => deliver(&shared, &job).await,
+        Ok(false) => Outcome::Settled,
+        Err(e) => {
+            tracing::warn!(stream = shared.keys.stream(), entry = job.id(), error = %e,
+                "could not re-claim the entry; it stays pending");
+            Outcome::Settled
+        }
+    };
+    (job, outcome)
+}
+
+/// A job that waited (for a retry, or in the local queue for long) is claimed again for this
+/// consumer with `XCLAIM ... <min-idle>`: that succeeds only if nobody else claimed it since,
+/// and resets its idle time. A retry counts as a delivery; a refresh (JUSTID) does not.
+async fn reclaim(shared: &Shared, job: &mut Job) -> Result<bool, Error> {
+    let retry = job.retry_after.take();
+    let waited = job.since.elapsed();
+    if retry.is_none() && waited < shared.claim_min_idle / 2 {
+        return Ok(true);
+    }
+    let min_idle = waited.saturating_sub(Duration::from_millis(50));
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(shared.keys.stream())
+        .arg(&shared.group)
+        .arg(&shared.name)
+        .arg(min_idle.as_millis() as u64)
+        .arg(job.id());
+    if retry.is_none() {
+        cmd.arg("JUSTID");
+    }
+    let reply: Value = cmd
+        .query_async(&mut shared.commands.clone())
+        .await
+        .map_err(|e| {
+            redis_error(
+                format!("XCLAIM {} on {}", job.id(), shared.keys.stream()),
+                e,
+            )
+        })?;
+    let claimed = matches!(&reply, Value::Array(items) if !items.is_empty() && !matches!(items[0], Value::Nil));
+    if claimed {
+        job.since = Instant::now();
+        if retry.is_some() {
+            job.deliveries += 1;
+        }
+    }
+    Ok(claimed)
+}
+
+/// Calls the handler, or says why not.
+async fn deliver(shared: &Shared, job: &Job) -> Outcome {
+    let header = match &job.header {
+        Ok(header) => header,
+        Err(e) => return bury(shared, job, &e.to_string()).await,
+    };
+    let fields = match &job.fields {
+        None => Fields::new(),
+        Some(fields) if fields.is_empty() => {
+            let e = Error::MissingPayload {
+                entry: job.id().to_owned(),
+                key: header.payload.clone().unwrap_or_default(),
+            };
+            return bury(shared, job, &e.to_string()).await;
+        }
+        Some(fields) => fields.clone(),
+    };
+    let max = shared.retry.max_deliveries.max(1);
+    if job.deliveries > max {
+        let reason = format!(
+            "delivered {} times, more than max_deliveries ({max}); a consumer may have died while handling it",
+            job.deliveries
+        );
+        return bury(shared, job, &reason).await;
+    }
+    if !shared.handler.knows(&header.operation, header.version) {
+        let e = Error::UnknownOperation {
+            contract: shared.handler.contract().to_owned(),
+            operation: header.operation.clone(),
+            version: header.version,
+        };
+        return match shared.on_unknown {
+            UnknownPolicy::DeadLetter => bury(shared, job, &e.to_string()).await,
+            UnknownPolicy::Skip => {
+                tracing::debug!(stream = shared.keys.stream(), entry = job.id(), error = %e, "skipped");
+                Outcome::Skipped
+            }
+        };
+    }
+    let ctx = ConsumerContext::new(metadata(shared, job, header), shared.acker.clone());
+    let handled = AssertUnwindSafe(shared.handler.handle(&ctx, &fields))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic".to_owned());
+            Err(HandleError::Handler(HandlerError::retry(format!(
+                "the handler panicked: {text}"
+            ))))
+        });
+    match handled {
+        Ok(()) => Outcome::Handled {
+            ack: shared.ack == AckMode::OnSuccess && !ctx.is_acked(),
+        },
+        Err(HandleError::BadEvent(e)) => bury(shared, job, &e.to_string()).await,
+        Err(HandleError::Handler(e)) if e.is_fatal() => {
+            bury(shared, job, &format!("the handler failed (fatal): {e}")).await
+        }
+        Err(HandleError::Handler(e)) if job.deliveries >= max => {
+            let reason = format!(
+                "the handler failed {} times; last error: {e}",
+                job.deliveries
+            );
+            bury(shared, job, &reason).await
+        }
+        Err(HandleError::Handler(e)) => {
+            let delay = shared.retry.delay_after(job.deliveries);
+            tracing::warn!(stream = shared.keys.stream(), entry = job.id(), delivery = job.deliveries,
+                retry_in_ms = delay.as_millis() as u64, error = %e, "handler failed; will retry");
+            Outcome::Retry(delay)
+        }
+    }
+}
+
+/// Moves the entry to the dead-letter stream (acking it in the same script).
+async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
+    let letter = DeadLetter {
+        entry_id: job.id(),
+        original: job.entry.fields.as_deref(),
+        consumer: &shared.name,
+        deliveries: job.deliveries,
+        reason,
+    };
+    match dead_letter(
+        &mut shared.commands.clone(),
+        &shared.keys,
+        &shared.group,
+        &letter,
+    )
+    .await
+    {
+        Ok(true) => tracing::error!(
+            stream = shared.keys.stream(),
+            entry = job.id(),
+            reason,
+            "dead-lettered"
+        ),
+        Ok(false) => tracing::warn!(
+            stream = shared.keys.stream(),
+            entry = job.id(),
+            reason,
+            "not dead-lettered: no longer pending for this group"
+        ),
+        Err(e) => {
+            tracing::error!(stream = shared.keys.stream(), entry = job.id(), reason, error = %e,
+            "dead-lettering failed; the entry stays pending")
+        }
+    }
+    Outcome::Settled
+}
+
+fn metadata(shared: &Shared, job: &Job, header: &EntryHeader) -> Metadata {
+    Metadata {
+        message_id: header.message_id,
+        operation: header.operation.clone(),
+        version: header.version,
+        environment: shared.address.environment().map(str::to_owned),
+        uri: shared.address.uri().to_owned(),
+        produced_at: header.produced_at,
+        stream_id: job.entry.id.clone(),
+        delivery_count: job.deliveries,
+        key: header.key.clone(),
+    }
+}

@@ -1,0 +1,477 @@
+//! Dead letters: events a consumer group gave up on, kept in the group's dead-letter stream
+//! (`bb:{<tag>}:dead:<group>`, see [`keys`](crate::keys)) until an operator replays or purges them
+//! with [`DeadLetters`].
+//!
+//! A dead letter is a stream entry holding the original entry's fields verbatim (`message_id`,
+//! `operation`, `version`, `produced_at`, `payload`, `key`; none when the entry had been deleted
+//! or trimmed), followed by the `dead.*` fields below. Every field whose name starts with
+//! [`DEAD_PREFIX`] is the dead letter's own; every other field belongs to the original entry
+//! (backbone never writes entry fields named `dead.*`). The payload hash is left in place, so a
+//! dead letter can be replayed as long as its payload hash exists.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use backbone_core::names::check_name;
+use backbone_core::{Error, MessageId, StreamAddress};
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use crate::connection::{client, command_connection, redis_error};
+use crate::entry::{parse_entry, MESSAGE_ID, OPERATION, VERSION};
+use crate::keys::StreamKeys;
+
+/// The prefix of every field a dead letter adds to the original entry's fields.
+pub const DEAD_PREFIX: &str = "dead.";
+/// Dead-letter field: the entry's stream id in the original stream.
+pub const DEAD_STREAM_ID: &str = "dead.stream_id";
+/// Dead-letter field: the consumer group that gave up on the entry.
+pub const DEAD_GROUP: &str = "dead.group";
+/// Dead-letter field: the consumer that dead-lettered it.
+pub const DEAD_CONSUMER: &str = "dead.consumer";
+/// Dead-letter field: how many times the group had delivered the entry.
+pub const DEAD_DELIVERIES: &str = "dead.deliveries";
+/// Dead-letter field: why the entry was dead-lettered (the handler's error, a malformed field…).
+pub const DEAD_REASON: &str = "dead.reason";
+/// Dead-letter field: when, in ms since the epoch, by the Redis server's clock (`TIME`).
+pub const DEAD_AT: &str = "dead.at";
+
+/// KEYS[1] stream, KEYS[2] the group's dead-letter stream.
+/// ARGV: entry id, group, consumer, deliveries, reason, field count n, then n name/value pairs
+/// of the original entry (n = 0 when it was deleted). `dead.at` comes from the server's `TIME`.
+/// Every check comes before the first write: neither Lua nor MULTI rolls back.
+static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('backbone: ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+end
+if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
+  return 0
+end
+local t = redis.call('TIME')
+local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local n = tonumber(ARGV[6])
+local fields = {{}}
+for i = 7, 6 + 2 * n do
+  table.insert(fields, ARGV[i])
+end
+for _, f in ipairs({{'{DEAD_STREAM_ID}', ARGV[1], '{DEAD_GROUP}', ARGV[2], '{DEAD_CONSUMER}', ARGV[3],
+    '{DEAD_DELIVERIES}', ARGV[4], '{DEAD_REASON}', ARGV[5], '{DEAD_AT}', at}}) do
+  table.insert(fields, f)
+end
+redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+"#
+    ))
+});
+
+/// KEYS[1] dead-letter stream, KEYS[2] original stream; ARGV[1] dead-letter id.
+/// Returns the new stream id, nil when there is no such dead letter.
+static REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('backbone: ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+end
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then
+  return false
+end
+local flat = found[1][2]
+local fields = {{}}
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, {len}) ~= '{DEAD_PREFIX}' then
+    table.insert(fields, flat[i])
+    table.insert(fields, flat[i + 1])
+  end
+end
+if #fields == 0 then
+  return redis.error_reply('backbone: dead letter ' .. ARGV[1] .. ' in ' .. KEYS[1] ..
+    ' cannot be replayed: its entry was deleted or trimmed before it was dead-lettered (purge it)')
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"#,
+        len = DEAD_PREFIX.len()
+    ))
+});
+
+/// What the consumer knows about an entry it gives up on.
+#[allow(dead_code)] // until the consumer's worker calls `dead_letter`
+pub(crate) struct DeadLetter<'a> {
+    /// The stream id in the original stream.
+    pub entry_id: &'a str,
+    /// The entry's fields as read (`None` when the entry was deleted or trimmed).
+    pub original: Option<&'a [(String, Vec<u8>)]>,
+    pub consumer: &'a str,
+    pub deliveries: u32,
+    pub reason: &'a str,
+}
+
+/// Acknowledges the entry for `group` and appends it to the group's dead-letter stream, in one
+/// script. Returns `Ok(false)` when the entry was no longer pending for the group (someone else
+/// acked it), writing nothing.
+#[allow(dead_code)] // until the consumer's worker calls it
+pub(crate) async fn dead_letter(
+    conn: &mut ConnectionManager,
+    keys: &StreamKeys,
+    group: &str,
+    letter: &DeadLetter<'_>,
+) -> Result<bool, Error> {
+    let dead = keys.dead_letters(group);
+    let mut invocation = DEAD_LETTER.key(keys.stream());
+    let original = letter.original.unwrap_or(&[]);
+    invocation
+        .key(&dead)
+        .arg(letter.entry_id)
+        .arg(group)
+        .arg(letter.consumer)
+        .arg(letter.deliveries)
+        .arg(letter.reason)
+        .arg(original.len());
+    for (name, value) in original {
+        invocation.arg(name).arg(value);
+    }
+    let written: i64 = invocation.invoke_async(conn).await.map_err(|e| {
+        redis_error(
+            format!(
+                "dead-letter {} of {} to {dead}",
+                letter.entry_id,
+                keys.stream()
+            ),
+            e,
+        )
+    })?;
+    Ok(written == 1)
+}
+
+/// One dead letter, as [`DeadLetters::list`] and [`DeadLetters::get`] return it.
+///
+/// ```
+/// use backbone_redis::DeadLetterEntry;
+///
+/// let letter = DeadLetterEntry {
+///     id: "1700000000001-0".into(),
+///     stream_id: "1700000000000-0".into(),
+///     message_id: None,
+///     operation: None,
+///     version: None,
+///     group: "billing".into(),
+///     consumer: "billing-1".into(),
+///     deliveries: 5,
+///     reason: "malformed entry 1700000000000-0: the entry was deleted or trimmed".into(),
+///     dead_at: 1_700_000_000_001,
+///     fields: vec![],
+/// };
+/// assert!(!letter.can_replay());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterEntry {
+    /// The dead letter's id in the dead-letter stream: what [`DeadLetters::replay`],
+    /// [`DeadLetters::purge`] and paging take.
+    pub id: String,
+    /// The entry's stream id in the original stream.
+    pub stream_id: String,
+    /// The event's id, when the original fields hold a valid one.
+    pub message_id: Option<MessageId>,
+    /// The operation, when the original fields hold one.
+    pub operation: Option<String>,
+    /// The operation's version, when the original fields hold a valid one.
+    pub version: Option<u32>,
+    /// The consumer group that gave up on the entry.
+    pub group: String,
+    /// The consumer that dead-lettered it.
+    pub consumer: String,
+    /// How many times the group had delivered it.
+    pub deliveries: u32,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When, in ms since the epoch (the Redis server's clock).
+    pub dead_at: u64,
+    /// The original entry's fields, in order; empty when the entry had been deleted or trimmed.
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetterEntry {
+    /// True when the original fields are known, so [`DeadLetters::replay`] can send it again.
+    pub fn can_replay(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    fn parse(id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
+        let (dead, fields): (Vec<_>, Vec<_>) = flat
+            .into_iter()
+            .partition(|(n, _)| n.starts_with(DEAD_PREFIX));
+        let text = |name: &str| -> Result<String, Error> {
+            let (_, value) = dead
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| Error::malformed(&id, format!("field `{name}` is missing")))?;
+            String::from_utf8(value.clone())
+                .map_err(|_| Error::malformed(&id, format!("field `{name}` is not valid UTF-8")))
+        };
+        let number = |name: &str| -> Result<u64, Error> {
+            let value = text(name)?;
+            value
+                .parse()
+                .map_err(|e| Error::malformed(&id, format!("field `{name}` = {value:?}: {e}")))
+        };
+        let original = |name: &str| {
+            let (_, value) = fields.iter().find(|(n, _)| n == name)?;
+            std::str::from_utf8(value).ok().map(str::to_owned)
+        };
+        let deliveries = number(DEAD_DELIVERIES)?;
+        Ok(DeadLetterEntry {
+            stream_id: text(DEAD_STREAM_ID)?,
+            message_id: original(MESSAGE_ID).and_then(|m| m.parse().ok()),
+            operation: original(OPERATION),
+            version: original(VERSION).and_then(|v| v.parse().ok()),
+            group: text(DEAD_GROUP)?,
+            consumer: text(DEAD_CONSUMER)?,
+            deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+            reason: text(DEAD_REASON)?,
+            dead_at: number(DEAD_AT)?,
+            id,
+            fields,
+        })
+    }
+}
+
+/// An operator's handle on the dead letters of one consumer group: list, inspect, replay, purge.
+///
+/// Replaying appends the dead letter's original fields to the stream as a new entry (new stream
+/// id, same message id and payload hash) and removes the dead letter, in one script. Like every
+/// entry, the replayed one goes to **every** group of the stream, not only to the group that
+/// dead-lettered it: handlers of other groups must tolerate seeing the event again (delivery is
+/// at least once anyway). A replay needs the payload hash to still exist (see `payload_ttl`):
+/// without it the event is dead-lettered again as a missing payload.
+///
+/// ```no_run
+/// use backbone_redis::DeadLetters;
+///
+/// # async fn run() -> Result<(), backbone_core::Error> {
+/// let dead = DeadLetters::connect("redis://127.0.0.1:6379", Some("prod"), "orders", "billing").await?;
+/// println!("{} dead letters", dead.len().await?);
+/// let mut after = None;
+/// loop {
+///     let page = dead.list(after.as_deref(), 100).await?;
+///     let Some(last) = page.last() else { break };
+///     after = Some(last.id.clone());
+///     for letter in &page {
+///         println!("{} {:?}: {}", letter.stream_id, letter.operation, letter.reason);
+///     }
+/// }
+/// let replayed = dead.replay_all().await?;
+/// let purged = dead.purge_all().await?; // what could not be replayed
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DeadLetters {
+    connection: ConnectionManager,
+    keys: StreamKeys,
+    dead: String,
+}
+
+impl fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("key", &self.dead)
+            .finish()
+    }
+}
+
+/// How many dead letters one `XRANGE` of [`DeadLetters::replay_all`] reads.
+const PAGE: usize = 100;
+
+impl DeadLetters {
+    /// Connects to the dead letters of `group` on the stream (`environment`, `uri`). The names
+    /// are checked like the builders check them, before connecting: a bad one is an
+    /// [`Error::Config`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let dead = backbone_redis::DeadLetters::connect("redis://127.0.0.1:6379", None, "orders", "billing").await?;
+    /// assert_eq!(dead.key(), "bb:{orders}:dead:billing");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(
+        url: &str,
+        environment: Option<&str>,
+        uri: &str,
+        group: &str,
+    ) -> Result<Self, Error> {
+        let address = StreamAddress::new(environment, uri)?;
+        check_name("group", group, "")?;
+        let keys = StreamKeys::new(&address);
+        let connection = command_connection(&client(url)?).await?;
+        Ok(DeadLetters {
+            connection,
+            dead: keys.dead_letters(group),
+            keys,
+        })
+    }
+
+    /// The dead-letter stream's key, `bb:{<tag>}:dead:<group>`.
+    pub fn key(&self) -> &str {
+        &self.dead
+    }
+
+    /// How many dead letters there are.
+    pub async fn len(&self) -> Result<u64, Error> {
+        let mut connection = self.connection.clone();
+        redis::cmd("XLEN")
+            .arg(&self.dead)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("XLEN {}", self.dead), e))
+    }
+
+    /// Up to `count` dead letters, oldest first, starting after the dead letter `after` (from
+    /// the first one with `None`). Page on with the last returned [`DeadLetterEntry::id`].
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<DeadLetterEntry>, Error> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        self.range(&start, "+", count).await
+    }
+
+    /// The dead letter `id`, if there is one.
+    pub async fn get(&self, id: &str) -> Result<Option<DeadLetterEntry>, Error> {
+        Ok(self.range(id, id, 1).await?.pop())
+    }
+
+    /// Sends the dead letter `id` again (see [`DeadLetters`]) and removes it; returns the new
+    /// entry's stream id. Fails, naming `id`, when there is no such dead letter or when its entry
+    /// had been deleted before it was dead-lettered (nothing to replay: purge it).
+    pub async fn replay(&self, id: &str) -> Result<String, Error> {
+        let context = || format!("replay dead letter {id} of {}", self.dead);
+        self.replay_script(id)
+            .await?
+            .ok_or_else(|| Error::channel(context(), "no such dead letter"))
+    }
+
+    /// Replays every dead letter there was when called, oldest first; returns how many were
+    /// replayed. Dead letters without original fields are skipped (they stay: purge them), as
+    /// are those replayed or purged meanwhile by someone else.
+    pub async fn replay_all(&self) -> Result<u64, Error> {
+        let last: Vec<DeadLetterEntry> = {
+            let mut connection = self.connection.clone();
+            let reply: Value = redis::cmd("XREVRANGE")
+                .arg(&self.dead)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| redis_error(format!("XREVRANGE {}", self.dead), e))?;
+            parse_range(&self.dead, reply)?
+        };
+        let Some(end) = last.into_iter().next().map(|l| l.id) else {
+            return Ok(0);
+        };
+        let (mut start, mut replayed) = ("-".to_owned(), 0);
+        loop {
+            let page = self.range(&start, &end, PAGE).await?;
+            for letter in &page {
+                if !letter.can_replay() {
+                    tracing::warn!(dead_letter = %letter.id, key = %self.dead,
+                        "dead letter has no original fields, not replayed");
+                } else if self.replay_script(&letter.id).await?.is_some() {
+                    replayed += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE && last.id != end => {
+                    start = format!("({}", last.id)
+                }
+                _ => return Ok(replayed),
+            }
+        }
+    }
+
+    /// Deletes the dead letter `id`; false when there was none.
+    pub async fn purge(&self, id: &str) -> Result<bool, Error> {
+        let mut connection = self.connection.clone();
+        let deleted: u64 = redis::cmd("XDEL")
+            .arg(&self.dead)
+            .arg(id)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("XDEL {id} from {}", self.dead), e))?;
+        Ok(deleted > 0)
+    }
+
+    /// Deletes every dead letter (`XTRIM MAXLEN 0`, one atomic step); returns how many.
+    pub async fn purge_all(&self) -> Result<u64, Error> {
+        let mut connection = self.connection.clone();
+        redis::cmd("XTRIM")
+            .arg(&self.dead)
+            .arg("MAXLEN")
+            .arg(0)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("XTRIM {} MAXLEN 0", self.dead), e))
+    }
+
+    async fn replay_script(&self, id: &str) -> Result<Option<String>, Error> {
+        let mut connection = self.connection.clone();
+        REPLAY
+            .key(&self.dead)
+            .key(self.keys.stream())
+            .arg(id)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("replay dead letter {id} of {}", self.dead), e))
+    }
+
+    async fn range(
+        &self,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<DeadLetterEntry>, Error> {
+        let mut connection = self.connection.clone();
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.dead)
+            .arg(start)
+            .arg(end)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("XRANGE {} {start} {end}", self.dead), e))?;
+        parse_range(&self.dead, reply)
+    }
+}
+
+/// Parses an `XRANGE`/`XREVRANGE` reply (RESP2 or RESP3) into dead letters.
+fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
+    let error = |e: String| Error::channel(format!("XRANGE {key}"), e);
+    let Value::Array(items) = reply else {
+        return Err(error(format!("unexpected reply {reply:?}")));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let entry = parse_entry(item).map_err(error)?;
+            DeadLetterEntry::parse(entry.id, entry.fields.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests;

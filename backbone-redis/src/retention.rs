@@ -1,0 +1,452 @@
+//! Safe trimming: [`StreamAdmin`] removes old entries of a stream, and their payload hashes,
+//! without ever removing an entry a consumer group still needs.
+//!
+//! An entry may go only when every group has read it (it is at or before the group's
+//! `last-delivered-id`) and none has it pending (it is before the oldest id of the group's
+//! `XPENDING` summary). The payload hash of a removed entry is deleted too, unless a dead letter
+//! (in `keys.dead_letters(group)` of any group) refers to it: dead letters stay replayable.
+//!
+//! Each step plans in Rust with read-only commands (`XINFO GROUPS`, `XPENDING`, `XRANGE` of
+//! the oldest entries and of the dead-letter streams), then runs one script over at most 1000
+//! entries. The script checks the plan again before its first write — same groups, every group
+//! past the last entry to remove, none of them pending, no new dead letters — and else writes
+//! nothing and the step is planned again. Then it deletes the payload hashes and runs an exact
+//! `XTRIM <stream> MINID <id>`, so exactly the planned entries go.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::LazyLock;
+
+use backbone_core::{Error, StreamAddress};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply};
+use redis::Script;
+
+use crate::connection::{client, command_connection, redis_error};
+use crate::entry::PAYLOAD;
+use crate::keys::StreamKeys;
+
+/// The most entries one script removes.
+const STEP: u64 = 1000;
+/// How many times in a row a step may be planned again before the trim gives up.
+const MAX_REPLANS: u32 = 10;
+
+/// KEYS[1] stream, KEYS[2..g+1] the dead-letter streams of the g planned groups, KEYS[g+2..]
+/// the payload hashes to delete.
+/// ARGV[1] the MINID for XTRIM, ARGV[2] the last (newest) entry id to remove, ARGV[3] g, then g
+/// group names, then g ids: the newest entry of each group's dead-letter stream ('' if none).
+/// Returns {1, entries removed, payloads deleted, ''} or, when the plan no longer holds and
+/// nothing was written, {0, 0, 0, reason}.
+static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local function num_lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function id_lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return num_lt(am, bm) end
+  return num_lt(as, bs)
+end
+local function replan(reason) return {0, 0, 0, reason} end
+local last, g = ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then return replan('the stream is gone') end
+local infos = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #infos ~= g then return replan('the groups changed') end
+local planned = {}
+for i = 1, g do planned[ARGV[3 + i]] = i end
+for _, info in ipairs(infos) do
+  local f = {}
+  for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+  local name = f['name']
+  local i = planned[name]
+  if not i then return replan('group ' .. name .. ' is new') end
+  if id_lt(f['last-delivered-id'], last) then
+    return replan('group ' .. name .. ' has not read ' .. last)
+  end
+  if f['pending'] > 0 then
+    local oldest = redis.call('XPENDING', KEYS[1], name)[2]
+    if not id_lt(last, oldest) then
+      return replan('entry ' .. oldest .. ' is pending in group ' .. name)
+    end
+  end
+  local top = redis.call('XREVRANGE', KEYS[1 + i], '+', '-', 'COUNT', 1)
+  local now = ''
+  if #top > 0 then now = top[1][1] end
+  if now ~= ARGV[3 + g + i] then return replan('group ' .. name .. ' has new dead letters') end
+end
+local payloads = 0
+if #KEYS > g + 1 then payloads = redis.call('DEL', unpack(KEYS, g + 2, #KEYS)) end
+local entries = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+return {1, entries, payloads, ''}
+"#,
+    )
+});
+
+/// What a trim did.
+///
+/// ```
+/// let report = backbone_redis::TrimReport::default();
+/// assert_eq!((report.entries, report.payloads, report.held_back_by), (0, 0, None));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Stream entries removed.
+    pub entries: u64,
+    /// Payload hashes deleted (those of removed entries that still existed and that no dead
+    /// letter refers to).
+    pub payloads: u64,
+    /// The consumer group that stopped the trim short (it had the next entry pending, or had
+    /// not read it yet), if one did.
+    pub held_back_by: Option<String>,
+}
+
+/// Administers one stream: its length and safe trimming. Cheap to clone.
+///
+/// ```no_run
+/// use backbone_redis::StreamAdmin;
+///
+/// # async fn run() -> Result<(), backbone_core::Error> {
+/// let admin = StreamAdmin::connect("redis://127.0.0.1:6379", Some("prod"), "orders").await?;
+/// let report = admin.trim(10_000).await?;
+/// println!("removed {} entries, {} payloads", report.entries, report.payloads);
+/// if let Some(group) = report.held_back_by {
+///     println!("group {group} still needs older entries; {} left", admin.len().await?);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamAdmin {
+    keys: StreamKeys,
+    connection: ConnectionManager,
+}
+
+/// A stream entry id, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Id(u64, u64);
+
+impl Id {
+    /// `<ms>-<seq>`, or `<ms>` (meaning `<ms>-0`) when `ms_alone`.
+    fn parse(text: &str, ms_alone: bool) -> Option<Id> {
+        match text.split_once('-') {
+            Some((ms, seq)) => Some(Id(digits(ms)?, digits(seq)?)),
+            None if ms_alone => Some(Id(digits(text)?, 0)),
+            None => None,
+        }
+    }
+
+    /// The smallest id after this one.
+    fn next(self) -> Id {
+        match self.1.checked_add(1) {
+            Some(seq) => Id(self.0, seq),
+            None => Id(self.0.saturating_add(1), 0),
+        }
+    }
+}
+
+fn digits(text: &str) -> Option<u64> {
+    let ok = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| text.parse().ok()).flatten()
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// One group, as planned: it keeps every entry after `read` and from `pending` on.
+struct Group {
+    name: String,
+    read: Id,
+    pending: Option<Id>,
+}
+
+impl Group {
+    fn keeps(&self, id: Id) -> bool {
+        id > self.read || self.pending.is_some_and(|oldest| id >= oldest)
+    }
+}
+
+/// The payload hashes the dead letters refer to, read incrementally over one trim.
+#[derive(Default)]
+struct DeadLetterRefs {
+    /// Per dead-letter stream: the newest entry read ('' none).
+    read: HashMap<String, String>,
+    payloads: HashSet<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    /// Remove at most this many of the oldest entries.
+    Oldest(u64),
+    /// Remove the entries before this id.
+    Before(Id),
+}
+
+impl StreamAdmin {
+    /// Connects to the stream `uri` (in `environment`, if any) at `url`. The names are checked
+    /// as the builders check them.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let admin = backbone_redis::StreamAdmin::connect("redis://127.0.0.1:6379", None, "orders").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str, environment: Option<&str>, uri: &str) -> Result<Self, Error> {
+        let address = StreamAddress::new(environment, uri)?;
+        let connection = command_connection(&client(url)?).await?;
+        Ok(StreamAdmin::new(StreamKeys::new(&address), connection))
+    }
+
+    pub(crate) fn new(keys: StreamKeys, connection: ConnectionManager) -> Self {
+        StreamAdmin { keys, connection }
+    }
+
+    /// The keys of the administered stream.
+    ///
+    /// ```no_run
+    /// # let admin: backbone_redis::StreamAdmin = todo!();
+    /// println!("{}", admin.keys().stream());
+    /// ```
+    pub fn keys(&self) -> &StreamKeys {
+        &self.keys
+    }
+
+    /// The number of entries in the stream (`XLEN`; 0 when it does not exist).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: backbone_redis::StreamAdmin) -> Result<(), backbone_core::Error> {
+    /// println!("{} entries", admin.len().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[allow(clippy::len_without_is_empty)]
+    pub async fn len(&self) -> Result<u64, Error> {
+        let mut connection = self.connection.clone();
+        redis::cmd("XLEN")
+            .arg(self.keys.stream())
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| redis_error(format!("XLEN {}", self.keys.stream()), e))
+    }
+
+    /// Removes the oldest entries, keeping at least the newest `max_len`, and stops short at the
+    /// first entry a group still needs (see the [module](self) and
+    /// [`TrimReport::held_back_by`]).
+    ///
+    /// ```no_run
+    /// # async fn run(admin: backbone_redis::StreamAdmin) -> Result<(), backbone_core::Error> {
+    /// let report = admin.trim(0).await?; // all that every group is done with
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn trim(&self, max_len: u64) -> Result<TrimReport, Error> {
+        let excess = self.len().await?.saturating_sub(max_len);
+        self.run(Goal::Oldest(excess)).await
+    }
+
+    /// Removes the entries older than `min_id` (`<ms>-<seq>`, or `<ms>` for `<ms>-0`), and
+    /// stops short at the first entry a group still needs.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: backbone_redis::StreamAdmin) -> Result<(), backbone_core::Error> {
+    /// let a_day_ago = backbone_core::metadata::now_millis() - 24 * 3600 * 1000;
+    /// admin.trim_before(&a_day_ago.to_string()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn trim_before(&self, min_id: &str) -> Result<TrimReport, Error> {
+        let id = Id::parse(min_id, true).ok_or_else(|| {
+            Error::Config(format!(
+                "invalid stream id {min_id:?}: expected <ms>-<seq> or <ms>, e.g. 1700000000000-0"
+            ))
+        })?;
+        self.run(Goal::Before(id)).await
+    }
+
+    async fn run(&self, goal: Goal) -> Result<TrimReport, Error> {
+        let stream = self.keys.stream();
+        let context = |what: &str| format!("trim {stream}: {what}");
+        let fail = |what: &'static str| move |e| redis_error(context(what), e);
+        let mut connection = self.connection.clone();
+        let mut report = TrimReport::default();
+        let mut dead = DeadLetterRefs::default();
+        let mut left = match goal {
+            Goal::Oldest(n) => n,
+            Goal::Before(_) => u64::MAX,
+        };
+        let mut replans = 0;
+        while left > 0 {
+            let end = match goal {
+                Goal::Oldest(_) => "+".to_owned(),
+                Goal::Before(id) => format!("({id}"),
+            };
+            let range: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(stream)
+                .arg("-")
+                .arg(&end)
+                .arg("COUNT")
+                .arg(left.min(STEP))
+                .query_async(&mut connection)
+                .await
+                .map_err(fail("XRANGE"))?;
+            if range.ids.is_empty() {
+                break;
+            }
+            let groups = self.groups(&mut connection).await?;
+            let (mut last, mut held_back_by, mut payloads) = (None, None, Vec::new());
+            for entry in &range.ids {
+                let id = Id::parse(&entry.id, false)
+                    .ok_or_else(|| Error::malformed(&entry.id, "not a stream id"))?;
+                if let Some(group) = groups.iter().find(|g| g.keeps(id)) {
+                    held_back_by = Some(group.name.clone());
+                    break;
+                }
+                last = Some(id);
+                payloads.extend(entry.get::<String>(PAYLOAD));
+            }
+            let Some(last) = last else {
+                report.held_back_by = held_back_by;
+                break;
+            };
+            let dead_keys: Vec<String> = groups
+                .iter()
+                .map(|g| self.keys.dead_letters(&g.name))
+                .collect();
+            dead.refresh(&mut connection, &dead_keys).await?;
+            // Only our own hashes: a foreign `payload` field must not make us delete its key.
+            let prefix = self.keys.payload_prefix();
+            payloads.retain(|p| p.starts_with(&prefix) && !dead.payloads.contains(p));
+            let mut invocation = TRIM.key(stream);
+            invocation.key(&dead_keys).key(&payloads);
+            invocation
+                .arg(last.next().to_string())
+                .arg(last.to_string())
+                .arg(groups.len());
+            for group in &groups {
+                invocation.arg(&group.name);
+            }
+            for key in &dead_keys {
+                invocation.arg(dead.read.get(key).map_or("", String::as_str));
+            }
+            let (done, entries, deleted, reason): (i64, u64, u64, String) = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(fail("the trim script"))?;
+            if done == 0 {
+                replans += 1;
+                tracing::debug!(
+                    stream,
+                    reason,
+                    replans,
+                    "trim plan outdated; planning again"
+                );
+                if replans > MAX_REPLANS {
+                    let what = format!("the plan changed {MAX_REPLANS} times in a row");
+                    return Err(Error::channel(context(&what), reason));
+                }
+                continue;
+            }
+            replans = 0;
+            report.entries += entries;
+            report.payloads += deleted;
+            left = left.saturating_sub(entries);
+            if held_back_by.is_some() {
+                report.held_back_by = held_back_by;
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every group with what it still needs.
+    async fn groups(&self, connection: &mut ConnectionManager) -> Result<Vec<Group>, Error> {
+        let stream = self.keys.stream();
+        let info: StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(connection)
+            .await
+            .map_err(|e| redis_error(format!("XINFO GROUPS {stream}"), e))?;
+        let mut groups = Vec::with_capacity(info.groups.len());
+        for group in info.groups {
+            let read = Id::parse(&group.last_delivered_id, false)
+                .ok_or_else(|| Error::malformed(&group.last_delivered_id, "not a stream id"))?;
+            let mut pending = None;
+            if group.pending > 0 {
+                let summary: StreamPendingReply = redis::cmd("XPENDING")
+                    .arg(stream)
+                    .arg(&group.name)
+                    .query_async(connection)
+                    .await
+                    .map_err(|e| redis_error(format!("XPENDING {stream} {}", group.name), e))?;
+                if let StreamPendingReply::Data(data) = summary {
+                    pending = Some(
+                        Id::parse(&data.start_id, false)
+                            .ok_or_else(|| Error::malformed(&data.start_id, "not a stream id"))?,
+                    );
+                }
+            }
+            let name = group.name;
+            groups.push(Group {
+                name,
+                read,
+                pending,
+            });
+        }
+        Ok(groups)
+    }
+}
+
+impl DeadLetterRefs {
+    /// Reads the dead letters added to `keys` since the last call, up to each stream's newest
+    /// entry at the time of the call (which the script checks is still the newest).
+    async fn refresh(
+        &mut self,
+        connection: &mut ConnectionManager,
+        keys: &[String],
+    ) -> Result<(), Error> {
+        for key in keys {
+            let fail = |e| redis_error(format!("read the dead letters in {key}"), e);
+            let top: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(connection)
+                .await
+                .map_err(fail)?;
+            let top = top.ids.into_iter().next().map(|e| e.id).unwrap_or_default();
+            let mut from = match self.read.get(key) {
+                Some(read) if read.is_empty() => "-".to_owned(),
+                Some(read) => format!("({read}"),
+                None => "-".to_owned(),
+            };
+            while !top.is_empty() {
+                let page: StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(&from)
+                    .arg(&top)
+                    .arg("COUNT")
+                    .arg(STEP)
+                    .query_async(connection)
+                    .await
+                    .map_err(fail)?;
+                let Some(newest) = page.ids.last().map(|e| e.id.clone()) else {
+                    break;
+                };
+                self.payloads
+                    .extend(page.ids.iter().filter_map(|e| e.get::<String>(PAYLOAD)));
+                from = format!("({newest}");
+            }
+            self.read.insert(key.clone(), top);
+        }
+        Ok(())
+    }
+}
