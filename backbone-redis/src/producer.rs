@@ -265,6 +265,8 @@ enum Outcome {
 
 struct Failure {
     error: String,
+    /// No answer came before the deadline: `error` says to what.
+    cut: bool,
     transient: bool,
     outcome: Outcome,
 }
@@ -284,6 +286,7 @@ impl Failure {
         };
         Failure {
             error: e.to_string(),
+            cut: false,
             transient,
             outcome,
         }
@@ -333,10 +336,8 @@ impl RedisPublisher {
     ) -> Result<bool, Failure> {
         let mut connection = self.connection.clone();
         let late = |what: &str, outcome| Failure {
-            error: format!(
-                "no answer to {what} within send_timeout {:?}",
-                self.send_timeout
-            ),
+            error: format!("no answer to {what} before the send_timeout"),
+            cut: true,
             transient: true,
             outcome,
         };
@@ -369,6 +370,7 @@ impl RedisPublisher {
         attempts: u32,
         started: Instant,
         failure: Failure,
+        last_error: Option<String>,
         unknown: Option<u32>,
     ) -> Error {
         let context = format!(
@@ -377,7 +379,10 @@ impl RedisPublisher {
             event.message_id,
             self.keys.stream()
         );
-        let mut text = failure.error;
+        let mut text = match last_error {
+            Some(last) if failure.cut => format!("{last}; then {}", failure.error),
+            _ => failure.error,
+        };
         if failure.transient {
             text += &format!(
                 "; gave up after {attempts} attempt{} in {:.2?} (send_timeout {:?})",
@@ -408,6 +413,7 @@ impl Publish for RedisPublisher {
         let deadline = started + self.send_timeout;
         let mut backoff = FIRST_BACKOFF;
         let mut unknown = None;
+        let mut last_error = None;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -429,10 +435,14 @@ impl Publish for RedisPublisher {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !failure.transient || backoff >= left {
-                return Err(self.failed(&event, attempts, started, failure, unknown));
+                let error = self.failed(&event, attempts, started, failure, last_error, unknown);
+                return Err(error);
             }
             tracing::debug!(stream = self.keys.stream(), message_id = %event.message_id,
                 attempt = attempts, error = failure.error, "send failed; retrying");
+            if !failure.cut {
+                last_error = Some(failure.error);
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -462,7 +472,7 @@ impl Trimmer {
     /// Counts a send; every `every` sends, starts a trim unless one is running.
     fn on_send(self: &Arc<Self>) {
         let sends = self.sends.fetch_add(1, Ordering::Relaxed) + 1;
-        if sends % self.every != 0 || self.running.swap(true, Ordering::AcqRel) {
+        if !sends.is_multiple_of(self.every) || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let running = Running(self.running.clone());

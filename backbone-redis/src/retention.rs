@@ -9,8 +9,9 @@
 //! Each step plans in Rust with read-only commands (`XINFO GROUPS`, `XPENDING`, `XRANGE` of
 //! the oldest entries and of the dead-letter streams), then runs one script over at most 1000
 //! entries. The script checks the plan again before its first write — same groups, every group
-//! past the last entry to remove, none of them pending, no new dead letters — and else writes
-//! nothing and the step is planned again. Then it deletes the payload hashes and runs an exact
+//! past the last entry to remove, none of them pending, no new dead letters, and for
+//! [`trim`](StreamAdmin::trim) still `max_len` entries left after it — and else writes nothing
+//! and the step is planned again. Then it deletes the payload hashes and runs an exact
 //! `XTRIM <stream> MINID <id>`, so exactly the planned entries go.
 
 use std::collections::{HashMap, HashSet};
@@ -33,8 +34,9 @@ const MAX_REPLANS: u32 = 10;
 
 /// KEYS[1] stream, KEYS[2..g+1] the dead-letter streams of the g planned groups, KEYS[g+2..]
 /// the payload hashes to delete.
-/// ARGV[1] the MINID for XTRIM, ARGV[2] the last (newest) entry id to remove, ARGV[3] g, then g
-/// group names, then g ids: the newest entry of each group's dead-letter stream ('' if none).
+/// ARGV[1] the MINID for XTRIM, ARGV[2] the last (newest) entry id to remove, ARGV[3] how many
+/// entries are planned to go, ARGV[4] how many must stay at least, ARGV[5] g, then g group
+/// names, then g ids: the newest entry of each group's dead-letter stream ('' if none).
 /// Returns {1, entries removed, payloads deleted, ''} or, when the plan no longer holds and
 /// nothing was written, {0, 0, 0, reason}.
 static TRIM: LazyLock<Script> = LazyLock::new(|| {
@@ -51,12 +53,15 @@ local function id_lt(a, b)
   return num_lt(as, bs)
 end
 local function replan(reason) return {0, 0, 0, reason} end
-local last, g = ARGV[2], tonumber(ARGV[3])
+local last, g = ARGV[2], tonumber(ARGV[5])
 if redis.call('EXISTS', KEYS[1]) == 0 then return replan('the stream is gone') end
+if redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3]) < tonumber(ARGV[4]) then
+  return replan('the stream got shorter')
+end
 local infos = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #infos ~= g then return replan('the groups changed') end
 local planned = {}
-for i = 1, g do planned[ARGV[3 + i]] = i end
+for i = 1, g do planned[ARGV[5 + i]] = i end
 for _, info in ipairs(infos) do
   local f = {}
   for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
@@ -75,7 +80,7 @@ for _, info in ipairs(infos) do
   local top = redis.call('XREVRANGE', KEYS[1 + i], '+', '-', 'COUNT', 1)
   local now = ''
   if #top > 0 then now = top[1][1] end
-  if now ~= ARGV[3 + g + i] then return replan('group ' .. name .. ' has new dead letters') end
+  if now ~= ARGV[5 + g + i] then return replan('group ' .. name .. ' has new dead letters') end
 end
 local payloads = 0
 if #KEYS > g + 1 then payloads = redis.call('DEL', unpack(KEYS, g + 2, #KEYS)) end
@@ -181,8 +186,8 @@ struct DeadLetterRefs {
 
 #[derive(Clone, Copy)]
 enum Goal {
-    /// Remove at most this many of the oldest entries.
-    Oldest(u64),
+    /// Remove the oldest entries, keeping at least this many.
+    Keep(u64),
     /// Remove the entries before this id.
     Before(Id),
 }
@@ -246,8 +251,7 @@ impl StreamAdmin {
     /// # }
     /// ```
     pub async fn trim(&self, max_len: u64) -> Result<TrimReport, Error> {
-        let excess = self.len().await?.saturating_sub(max_len);
-        self.run(Goal::Oldest(excess)).await
+        self.run(Goal::Keep(max_len)).await
     }
 
     /// Removes the entries older than `min_id` (`<ms>-<seq>`, or `<ms>` for `<ms>-0`), and
@@ -266,6 +270,9 @@ impl StreamAdmin {
                 "invalid stream id {min_id:?}: expected <ms>-<seq> or <ms>, e.g. 1700000000000-0"
             ))
         })?;
+        if id == Id(0, 0) {
+            return Ok(TrimReport::default()); // nothing is older; XRANGE refuses `(0-0`
+        }
         self.run(Goal::Before(id)).await
     }
 
@@ -276,22 +283,27 @@ impl StreamAdmin {
         let mut connection = self.connection.clone();
         let mut report = TrimReport::default();
         let mut dead = DeadLetterRefs::default();
-        let mut left = match goal {
-            Goal::Oldest(n) => n,
-            Goal::Before(_) => u64::MAX,
+        // At most the excess seen at the start: a busy stream does not keep the trim going.
+        let (keep, mut left) = match goal {
+            Goal::Keep(n) => (n, self.len().await?.saturating_sub(n)),
+            Goal::Before(_) => (0, u64::MAX),
         };
         let mut replans = 0;
         while left > 0 {
-            let end = match goal {
-                Goal::Oldest(_) => "+".to_owned(),
-                Goal::Before(id) => format!("({id}"),
+            let (end, count) = match goal {
+                Goal::Keep(n) => ("+".to_owned(), self.len().await?.saturating_sub(n)),
+                Goal::Before(id) => (format!("({id}"), STEP),
             };
+            let count = count.min(left).min(STEP);
+            if count == 0 {
+                break;
+            }
             let range: StreamRangeReply = redis::cmd("XRANGE")
                 .arg(stream)
                 .arg("-")
                 .arg(&end)
                 .arg("COUNT")
-                .arg(left.min(STEP))
+                .arg(count)
                 .query_async(&mut connection)
                 .await
                 .map_err(fail("XRANGE"))?;
@@ -299,7 +311,8 @@ impl StreamAdmin {
                 break;
             }
             let groups = self.groups(&mut connection).await?;
-            let (mut last, mut held_back_by, mut payloads) = (None, None, Vec::new());
+            let (mut last, mut planned, mut held_back_by) = (None, 0, None);
+            let mut payloads = Vec::new();
             for entry in &range.ids {
                 let id = Id::parse(&entry.id, false)
                     .ok_or_else(|| Error::malformed(&entry.id, "not a stream id"))?;
@@ -308,6 +321,7 @@ impl StreamAdmin {
                     break;
                 }
                 last = Some(id);
+                planned += 1;
                 payloads.extend(entry.get::<String>(PAYLOAD));
             }
             let Some(last) = last else {
@@ -327,6 +341,8 @@ impl StreamAdmin {
             invocation
                 .arg(last.next().to_string())
                 .arg(last.to_string())
+                .arg(planned)
+                .arg(keep)
                 .arg(groups.len());
             for group in &groups {
                 invocation.arg(&group.name);
@@ -450,3 +466,6 @@ impl DeadLetterRefs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
