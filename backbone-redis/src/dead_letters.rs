@@ -6,8 +6,9 @@
 //! `operation`, `version`, `produced_at`, `payload`, `key`; none when the entry had been deleted
 //! or trimmed), followed by the `dead.*` fields below. Every field whose name starts with
 //! [`DEAD_PREFIX`] is the dead letter's own; every other field belongs to the original entry
-//! (backbone never writes entry fields named `dead.*`). The payload hash is left in place, so a
-//! dead letter can be replayed as long as its payload hash exists.
+//! (backbone never writes entry fields named `dead.*`; a foreign entry's `dead.*` fields would be
+//! taken for the dead letter's and not replayed). The payload hash is left in place, so a dead
+//! letter can be replayed as long as its payload hash exists.
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -102,7 +103,6 @@ return id
 });
 
 /// What the consumer knows about an entry it gives up on.
-#[allow(dead_code)] // until the consumer's worker calls `dead_letter`
 pub(crate) struct DeadLetter<'a> {
     /// The stream id in the original stream.
     pub entry_id: &'a str,
@@ -116,7 +116,6 @@ pub(crate) struct DeadLetter<'a> {
 /// Acknowledges the entry for `group` and appends it to the group's dead-letter stream, in one
 /// script. Returns `Ok(false)` when the entry was no longer pending for the group (someone else
 /// acked it), writing nothing.
-#[allow(dead_code)] // until the consumer's worker calls it
 pub(crate) async fn dead_letter(
     conn: &mut ConnectionManager,
     keys: &StreamKeys,
@@ -332,6 +331,11 @@ impl DeadLetters {
             .query_async(&mut connection)
             .await
             .map_err(|e| redis_error(format!("XLEN {}", self.dead), e))
+    }
+
+    /// True when there are no dead letters.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.len().await? == 0)
     }
 
     /// Up to `count` dead letters, oldest first, starting after the dead letter `after` (from

@@ -10,6 +10,8 @@ use crate::entry::{parse_read_reply, RawEntry};
 use crate::testing::{shared, unique_name};
 use crate::RedisProducerBuilder;
 
+type Fields = Vec<(String, Vec<u8>)>;
+
 #[events_contract]
 pub trait Ticks {
     async fn tick(&self, n: u64);
@@ -107,7 +109,7 @@ async fn acks_and_dead_letters_in_one_step_keeping_every_field() {
     let after = now_millis();
     assert_eq!(f.pending_count().await, 1, "only tick 0 is still pending");
 
-    let raw: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let raw: Vec<(String, Fields)> = redis::cmd("XRANGE")
         .arg(f.keys.dead_letters("g"))
         .arg("-")
         .arg("+")
