@@ -30,7 +30,14 @@ use worker::Worker;
 ///
 /// Defaults: url [`default_url`], group `"default"`, name
 /// [`default_consumer_name`] (stable across restarts of the same program on the same host),
-/// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`.
+/// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`,
+/// [`RetryPolicy::default`] (100 ms doubling to 10 s, 5 deliveries), `claim_min_idle` 30 s,
+/// `concurrency` 1, [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s, idle consumers kept.
+///
+/// Delivery is at least once: an event is acknowledged after its handler succeeds; a failing
+/// one is delivered again after a backoff, then moved to the group's dead-letter stream (see
+/// [`DeadLetters`](crate::DeadLetters)) with the reason; entries a dead consumer held are claimed
+/// by the living after `claim_min_idle`.
 ///
 /// ```no_run
 /// use backbone_core::{async_trait, events_contract, ConsumerContext, Error, HandlerResult};
