@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use backbone_core::{Error, MessageId, UnknownPolicy};
-use backbone_redis::testing::{shared, unique_name};
+use backbone_redis::testing::{shared, unique_name, RedisServer, ServerOptions};
 use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder};
 use common::*;
 use redis::AsyncCommands;
@@ -351,6 +351,67 @@ async fn a_group_destroyed_under_a_running_consumer_ends_it_with_an_error() {
     let text = err.to_string();
     assert!(
         text.contains("XREADGROUP on bb:{") && text.contains("NOGROUP"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_deleted_under_a_running_consumer_ends_it_with_an_error() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("deleted");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .block(Duration::from_millis(200))
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let mut raw = raw(redis.url()).await;
+    let deleted: i64 = raw.del(format!("bb:{{{uri}}}:events")).await.unwrap();
+    assert_eq!(deleted, 1);
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("the consumer stops on its own")
+        .unwrap_err();
+    assert!(err.to_string().contains("NOGROUP"), "{err}");
+}
+
+#[tokio::test]
+async fn an_authentication_failure_ends_the_consumer_with_an_error() {
+    // An own server: the test changes its password.
+    let server = RedisServer::spawn(ServerOptions::default()).unwrap();
+    let uri = unique_name("auth");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(server.url())
+        .uri(&uri)
+        .block(Duration::from_millis(200))
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let mut raw = raw(server.url()).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // Drop every connection, so the consumer must reconnect and authenticate.
+    let _: Result<i64, _> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut raw)
+        .await;
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("the consumer stops on its own")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("uthentication"),
         "{text}"
     );
 }
