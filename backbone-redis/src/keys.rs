@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `bb:{<env>:<uri>}:events` | stream | one entry per event: `message_id`, `operation`, `version`, `produced_at`, `payload` |
 //! | `bb:{<env>:<uri>}:payload:<message_id>` | hash | one field per parameter: name → JSON |
-//! | `bb:{<env>:<uri>}:sent:<message_id>` | string | the stream id of a sent event, for a while: makes a retried send idempotent |
+//! | `bb:{<env>:<uri>}:sent:<message_id>` | string | for operations without parameters only: the stream id of a sent event, 10 minutes; makes a resend idempotent (for the others the payload hash is the marker) |
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
 //!
 //! Without an environment the tag is `{<uri>}`.
