@@ -57,15 +57,6 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn producer(url: &str, uri: &str) -> TicksProducer {
-    RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_ticks_producer()
-        .await
-        .unwrap()
-}
-
 /// A consumer with the fast settings above; no claiming expected (`NO_CLAIM`).
 fn consumer(url: &str, uri: &str, group: &str, name: &str) -> RedisConsumerBuilder {
     RedisConsumerBuilder::new()

@@ -243,15 +243,7 @@ async fn unusable_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_
     let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while dead.len().await.unwrap() < reasons.len() as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} dead letters",
-            dead.len().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dead_letters(&dead, reasons.len() as u64).await;
     let letters = dead.list(None, 100).await.unwrap();
     assert_eq!(letters.len(), reasons.len());
     for (letter, reason) in letters.iter().zip(&reasons) {
@@ -295,15 +287,7 @@ async fn unknown_operations_can_be_skipped() {
     let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while dead.len().await.unwrap() < 6 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} dead letters",
-            dead.len().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dead_letters(&dead, 6).await;
     let reasons: Vec<String> = dead
         .list(None, 100)
         .await

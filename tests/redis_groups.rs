@@ -7,18 +7,9 @@ use std::time::Duration;
 
 use backbone_core::{async_trait, AckMode, ConsumerContext, HandlerResult, RetryPolicy};
 use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
+use backbone_redis::RedisConsumerBuilder;
 use common::*;
 use tokio::sync::mpsc;
-
-async fn producer(url: &str, uri: &str) -> TicksProducer {
-    RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_ticks_producer()
-        .await
-        .unwrap()
-}
 
 fn consumer(url: &str, uri: &str, group: &str, name: &str) -> RedisConsumerBuilder {
     RedisConsumerBuilder::new()

@@ -19,15 +19,6 @@ fn keys(uri: &str) -> StreamKeys {
     StreamKeys::new(&StreamAddress::new(None, uri).unwrap())
 }
 
-async fn producer(url: &str, uri: &str) -> TicksProducer {
-    RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_ticks_producer()
-        .await
-        .unwrap()
-}
-
 /// (stream id, message id) of every entry, oldest first.
 async fn entries(raw: &mut MultiplexedConnection, uri: &str) -> Vec<(String, MessageId)> {
     let range: StreamRangeReply = raw.xrange_all(keys(uri).stream()).await.unwrap();

@@ -199,18 +199,6 @@ impl TicksConsumer for Failing {
     }
 }
 
-async fn wait_dead_letters(dead: &DeadLetters, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while dead.len().await.unwrap() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} dead letters",
-            dead.len().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn fatal_failures_skip_retries_and_panics_are_retried_then_dead_lettered() {
     let redis = shared().await.unwrap();

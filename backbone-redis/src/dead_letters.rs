@@ -21,6 +21,7 @@ use redis::{Script, Value};
 use crate::connection::{client, command_connection, redis_error};
 use crate::entry::{parse_entry, MESSAGE_ID, OPERATION, VERSION};
 use crate::keys::StreamKeys;
+use crate::lua::require_stream;
 
 /// The prefix of every field a dead letter adds to the original entry's fields.
 pub const DEAD_PREFIX: &str = "dead.";
@@ -42,13 +43,10 @@ pub const DEAD_AT: &str = "dead.at";
 /// of the original entry (n = 0 when it was deleted). `dead.at` comes from the server's `TIME`.
 /// Every check comes before the first write: neither Lua nor MULTI rolls back.
 static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    let stream_check = require_stream("KEYS[2]");
     Script::new(&format!(
         r#"
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind ~= 'stream' and kind ~= 'none' then
-  return redis.error_reply('backbone: ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
-end
-if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
+{stream_check}if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
   return 0
 end
 local t = redis.call('TIME')
@@ -72,13 +70,10 @@ return 1
 /// KEYS[1] dead-letter stream, KEYS[2] original stream; ARGV[1] dead-letter id.
 /// Returns the new stream id, nil when there is no such dead letter.
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    let stream_check = require_stream("KEYS[2]");
     Script::new(&format!(
         r#"
-local kind = redis.call('TYPE', KEYS[2])['ok']
-if kind ~= 'stream' and kind ~= 'none' then
-  return redis.error_reply('backbone: ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
-end
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+{stream_check}local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return false
 end

@@ -17,6 +17,7 @@ mod consumer;
 pub mod dead_letters;
 pub mod entry;
 pub mod keys;
+mod lua;
 mod producer;
 mod retention;
 #[cfg(feature = "testing")]

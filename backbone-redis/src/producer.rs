@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::connection::{client, command_connection, default_url};
 use crate::entry::{KEY, MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
 use crate::keys::StreamKeys;
+use crate::lua::require_stream;
 use crate::retention::StreamAdmin;
 
 /// How long the sent-record of an operation without parameters lives (ms).
@@ -35,16 +36,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// and every check comes before the first write: neither Lua nor MULTI rolls back. So an error
 /// reply from this script proves the event was not written.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    let stream_check = require_stream("KEYS[1]");
     Script::new(&format!(
         r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return false
 end
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'stream' and kind ~= 'none' then
-  return redis.error_reply('backbone: ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a stream')
-end
-local entry = {{'{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2], '{VERSION}', ARGV[3],
+{stream_check}local entry = {{'{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2], '{VERSION}', ARGV[3],
   '{PRODUCED_AT}', ARGV[4]}}
 if ARGV[5] ~= '' then
   table.insert(entry, '{KEY}')

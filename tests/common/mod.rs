@@ -146,6 +146,29 @@ impl TicksConsumer for TickRecorder {
     }
 }
 
+/// A Redis producer of ticks on `uri`.
+pub async fn producer(url: &str, uri: &str) -> TicksProducer {
+    backbone_redis::RedisProducerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .build_ticks_producer()
+        .await
+        .unwrap()
+}
+
+/// Waits until `dead` holds at least `n` dead letters; fails after [`WAIT`] saying how many.
+pub async fn wait_dead_letters(dead: &backbone_redis::DeadLetters, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead.len().await.unwrap() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} dead letters",
+            dead.len().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends ticks `range` in order; returns their ids.
 pub async fn send(producer: &TicksProducer, range: std::ops::Range<u64>) -> Vec<MessageId> {
     let mut ids = Vec::new();
