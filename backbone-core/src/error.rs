@@ -86,6 +86,19 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// An append found the aggregate at another version than expected; nothing was written.
+    #[error(
+        "append to aggregate `{aggregate}`: expected {expected}, but it is at version {actual}"
+    )]
+    WrongExpectedVersion {
+        /// The aggregate appended to.
+        aggregate: String,
+        /// What the append expected, e.g. "version 3" or "no stream".
+        expected: String,
+        /// The aggregate's version when the append was refused.
+        actual: u64,
+    },
+
     /// The consumer was already stopped, or its task ended abnormally.
     #[error("consumer stopped: {0}")]
     Stopped(String),

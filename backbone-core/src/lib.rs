@@ -55,6 +55,7 @@ pub mod memory;
 pub mod metadata;
 pub mod names;
 pub mod policy;
+pub mod store;
 
 pub use async_trait::async_trait;
 pub use backbone_macros::events_contract;

@@ -17,6 +17,12 @@ pub const PRODUCED_AT: &str = "produced_at";
 pub const PAYLOAD: &str = "payload";
 /// Entry field: the ordering key (absent when the producer has none).
 pub const KEY: &str = "key";
+/// Entry field: the aggregate an event-store event belongs to.
+pub const AGGREGATE: &str = "aggregate";
+/// Entry field: the event's version within its aggregate.
+pub const AGGREGATE_VERSION: &str = "aggregate_version";
+/// Entry field (aggregate streams only): the event's position in the contract's stream.
+pub const POSITION: &str = "position";
 
 /// One entry as read: its stream id and its fields (`None` when the entry was deleted or
 /// trimmed while pending).
@@ -35,6 +41,9 @@ pub(crate) struct EntryHeader {
     pub produced_at: u64,
     pub payload: Option<String>,
     pub key: Option<String>,
+    pub aggregate: Option<String>,
+    pub aggregate_version: Option<u64>,
+    pub position: Option<String>,
 }
 
 impl RawEntry {
@@ -81,6 +90,15 @@ impl RawEntry {
         };
         let payload = optional(PAYLOAD)?;
         let key = optional(KEY)?;
+        let aggregate = optional(AGGREGATE)?;
+        let position = optional(POSITION)?;
+        let aggregate_version = match optional(AGGREGATE_VERSION)? {
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|e| parse_err(AGGREGATE_VERSION, &v, &e))?,
+            ),
+            None => None,
+        };
         Ok(EntryHeader {
             message_id,
             operation: operation.to_owned(),
@@ -88,6 +106,9 @@ impl RawEntry {
             produced_at,
             payload,
             key,
+            aggregate,
+            aggregate_version,
+            position,
         })
     }
 }

@@ -8,6 +8,11 @@
 //! | `bb:{<env>:<uri>}:payload:<message_id>` | hash | one field per parameter: name → JSON |
 //! | `bb:{<env>:<uri>}:sent:<message_id>` | string | for operations without parameters only: the stream id of a sent event, 10 minutes; makes a resend idempotent (for the others the payload hash is the marker) |
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
+//! | `bb:{<env>:<uri>}:agg:<aggregate>` | stream | the event store: one aggregate's events, entry ids `0-<version>` |
+//! | `bb:{<env>:<uri>}:idem:<key>` | string | an append's result under its idempotency key, for the idempotency TTL |
+//! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `state` (JSON), `at` |
+//! | `bb:{<env>:<uri>}:proj:<name>` | hash | a projection's checkpoint: `position`, `state` (JSON), `at` |
+//! | `bb:{<env>:<uri>}:stats` | hash | the store's counters: `appended` |
 //!
 //! Without an environment the tag is `{<uri>}`.
 
@@ -57,6 +62,31 @@ impl StreamKeys {
     /// script so that a retried send writes nothing twice.
     pub fn sent(&self, id: &MessageId) -> String {
         format!("{}:sent:{id}", self.prefix)
+    }
+
+    /// The event-store stream of one aggregate.
+    pub fn aggregate(&self, aggregate_id: &str) -> String {
+        format!("{}:agg:{aggregate_id}", self.prefix)
+    }
+
+    /// The record of an append made with idempotency key `key`.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
+    /// The snapshot of aggregate state `name` for one aggregate.
+    pub fn snapshot(&self, name: &str, aggregate_id: &str) -> String {
+        format!("{}:snap:{name}:{aggregate_id}", self.prefix)
+    }
+
+    /// The checkpoint of projection `name`.
+    pub fn projection(&self, name: &str) -> String {
+        format!("{}:proj:{name}", self.prefix)
+    }
+
+    /// The event store's counters.
+    pub fn store_stats(&self) -> String {
+        format!("{}:stats", self.prefix)
     }
 
     /// The dead-letter stream of `group`.

@@ -1,0 +1,1 @@
+//! Aggregates: `EventStore::load` with snapshots (being written).

@@ -1,0 +1,184 @@
+//! The event store on Redis: per-aggregate streams in the same layout as the channel, so events
+//! appended here also reach the contract's consumer groups.
+//!
+//! An append writes, in one Lua script, each event's payload hash, its entry in the contract's
+//! stream (`bb:<tag>:events`, with fields `aggregate`, `aggregate_version` and the aggregate as
+//! ordering key) and its entry in the aggregate's stream (`bb:<tag>:agg:<id>`, entry id
+//! `0-<version>`, with the `position` in the contract's stream). All keys share the channel's
+//! hash tag, so one script writes them on Redis Cluster too; a busy contract scales out by
+//! using several uris (see the README).
+
+mod aggregate;
+mod append;
+mod projection;
+mod read;
+mod stats;
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use backbone_core::names::check_name;
+use backbone_core::store::CachingPolicy;
+use backbone_core::{ContractEvent, Error, StreamAddress};
+use redis::aio::ConnectionManager;
+
+use crate::connection::{client, command_connection, default_url};
+use crate::keys::StreamKeys;
+
+pub use read::Page;
+
+/// Builds an [`EventStore`].
+///
+/// ```no_run
+/// use backbone_core::{events_contract, Error};
+/// use backbone_core::store::{AppendOptions, ExpectedVersion};
+/// use backbone_redis::store::EventStoreBuilder;
+///
+/// #[events_contract]
+/// pub trait Account {
+///     async fn deposited(&self, cents: i64);
+/// }
+///
+/// # async fn run() -> Result<(), Error> {
+/// let store = EventStoreBuilder::new().uri("accounts").build::<AccountEvent>().await?;
+/// let result = store
+///     .append("acc-1", ExpectedVersion::NoStream, &[AccountEvent::Deposited { cents: 500 }], AppendOptions::default())
+///     .await?;
+/// assert_eq!(result.version, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct EventStoreBuilder {
+    url: Option<String>,
+    environment: Option<String>,
+    uri: Option<String>,
+    idempotency_ttl: Duration,
+    caching: CachingPolicy,
+}
+
+impl Default for EventStoreBuilder {
+    fn default() -> Self {
+        EventStoreBuilder {
+            url: None,
+            environment: None,
+            uri: None,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            caching: CachingPolicy::default(),
+        }
+    }
+}
+
+impl EventStoreBuilder {
+    /// A builder with the defaults (idempotency keys remembered 24 h).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Redis URL (default: [`default_url`]).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The environment (optional); as for the contract's producers and consumers.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The contract's uri (required): the store writes into that stream.
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = Some(uri.into());
+        self
+    }
+
+    /// How long an idempotency key is remembered (default 24 h; at least 1 s).
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// When `load` writes a snapshot (default [`CachingPolicy::EveryEvents`]`(100)`).
+    pub fn caching(mut self, policy: CachingPolicy) -> Self {
+        self.caching = policy;
+        self
+    }
+
+    /// Connects a store for events of type `E` (a contract's generated `XEvent`).
+    pub async fn build<E: ContractEvent>(self) -> Result<EventStore<E>, Error> {
+        let address =
+            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            return Err(Error::Config("idempotency_ttl must be at least 1 s".into()));
+        }
+        let url = self.url.unwrap_or_else(default_url);
+        let connection = command_connection(&client(&url)?).await?;
+        Ok(EventStore {
+            connection,
+            keys: StreamKeys::new(&address),
+            address,
+            idempotency_ttl: self.idempotency_ttl,
+            caching: self.caching,
+            _event: PhantomData,
+        })
+    }
+}
+
+/// An event store for one contract's events: append with expected versions and idempotency
+/// keys, read by aggregate or by time. Cheap to clone.
+pub struct EventStore<E> {
+    connection: ConnectionManager,
+    keys: StreamKeys,
+    address: StreamAddress,
+    idempotency_ttl: Duration,
+    caching: CachingPolicy,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for EventStore<E> {
+    fn clone(&self) -> Self {
+        EventStore {
+            connection: self.connection.clone(),
+            keys: self.keys.clone(),
+            address: self.address.clone(),
+            idempotency_ttl: self.idempotency_ttl,
+            caching: self.caching.clone(),
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for EventStore<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("stream", &self.keys.stream())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> EventStore<E> {
+    /// The keys of this store's stream.
+    pub fn keys(&self) -> &StreamKeys {
+        &self.keys
+    }
+
+    /// The (environment, uri) this store writes to.
+    pub fn address(&self) -> &StreamAddress {
+        &self.address
+    }
+
+    /// When `load` writes a snapshot.
+    pub fn caching(&self) -> &CachingPolicy {
+        &self.caching
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+/// Checks an aggregate id: it is part of a key.
+pub(crate) fn check_aggregate_id(id: &str) -> Result<(), Error> {
+    check_name("aggregate id", id, "")
+}

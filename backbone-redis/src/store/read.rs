@@ -1,0 +1,202 @@
+//! Reading the store: an aggregate's events by version (paged, or as a `Stream`), and the
+//! contract's stream between two times.
+
+use backbone_core::store::StoredEvent;
+use backbone_core::{ContractEvent, Error, Fields, Metadata};
+use futures::Stream;
+use redis::Value;
+
+use super::{check_aggregate_id, EventStore};
+use crate::connection::redis_error;
+use crate::entry::{parse_entry, RawEntry};
+
+/// One page of events, and where the next page starts, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page<E, C> {
+    /// The events, oldest first.
+    pub events: Vec<StoredEvent<E>>,
+    /// Where the next page starts (a version for aggregate reads, a position for time reads);
+    /// `None` when this page reached the end.
+    pub next: Option<C>,
+}
+
+impl<E: ContractEvent> EventStore<E> {
+    /// The aggregate's version: how many events it holds (0 when none).
+    pub async fn version(&self, aggregate_id: &str) -> Result<u64, Error> {
+        check_aggregate_id(aggregate_id)?;
+        let key = self.keys().aggregate(aggregate_id);
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| redis_error(format!("XREVRANGE {key}"), e))?;
+        let entries = entries(reply).map_err(|r| Error::channel(format!("XREVRANGE {key}"), r))?;
+        Ok(entries.first().and_then(|e| version_of(&e.id)).unwrap_or(0))
+    }
+
+    /// Up to `page_size` events of the aggregate from version `from` (1 is the first event).
+    /// Asks for one more than `page_size` to know whether there is a next page.
+    pub async fn read(
+        &self,
+        aggregate_id: &str,
+        from: u64,
+        page_size: usize,
+    ) -> Result<Page<E, u64>, Error> {
+        check_aggregate_id(aggregate_id)?;
+        let key = self.keys().aggregate(aggregate_id);
+        let page_size = page_size.max(1);
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(format!("0-{}", from.max(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(page_size + 1)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| redis_error(format!("XRANGE {key}"), e))?;
+        let mut raw = entries(reply).map_err(|r| Error::channel(format!("XRANGE {key}"), r))?;
+        let next = (raw.len() > page_size).then(|| raw.pop().and_then(|e| version_of(&e.id)));
+        Ok(Page {
+            events: self.decode(raw).await?,
+            next: next.flatten(),
+        })
+    }
+
+    /// Every event of the aggregate from version `from`, as a stream read page by page.
+    pub fn stream(
+        &self,
+        aggregate_id: &str,
+        from: u64,
+    ) -> impl Stream<Item = Result<StoredEvent<E>, Error>> + Send + 'static {
+        let store = self.clone();
+        let aggregate_id = aggregate_id.to_owned();
+        let pages = futures::stream::try_unfold(Some(from), move |from| {
+            let (store, aggregate_id) = (store.clone(), aggregate_id.clone());
+            async move {
+                let Some(from) = from else { return Ok(None) };
+                let page = store.read(&aggregate_id, from, 100).await?;
+                Ok::<_, Error>(Some((page.events, page.next)))
+            }
+        });
+        futures::TryStreamExt::try_flatten(futures::TryStreamExt::map_ok(pages, |events| {
+            futures::stream::iter(events.into_iter().map(Ok))
+        }))
+    }
+
+    /// Up to `page_size` events of the contract's stream produced between `from_ms` and
+    /// `to_ms` (inclusive, milliseconds since the epoch), after position `after` if given.
+    /// Includes events sent by plain producers (they have no aggregate).
+    pub async fn read_between(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<&str>,
+        page_size: usize,
+    ) -> Result<Page<E, String>, Error> {
+        let stream = self.keys().stream();
+        let page_size = page_size.max(1);
+        let start = match after {
+            Some(position) => format!("({position}"),
+            None => from_ms.to_string(),
+        };
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(start)
+            .arg(to_ms.to_string())
+            .arg("COUNT")
+            .arg(page_size + 1)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| redis_error(format!("XRANGE {stream}"), e))?;
+        let mut raw = entries(reply).map_err(|r| Error::channel(format!("XRANGE {stream}"), r))?;
+        let next = if raw.len() > page_size {
+            raw.pop();
+            raw.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            events: self.decode(raw).await?,
+            next,
+        })
+    }
+
+    /// Fetches the payloads of `raw` in one round trip and decodes every event. Reads are
+    /// strict: an entry that does not decode is an error naming it.
+    pub(crate) async fn decode(&self, raw: Vec<RawEntry>) -> Result<Vec<StoredEvent<E>>, Error> {
+        let headers = raw
+            .iter()
+            .map(RawEntry::header)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pipe = redis::pipe();
+        for header in &headers {
+            if let Some(payload) = &header.payload {
+                pipe.cmd("HGETALL").arg(payload);
+            }
+        }
+        let mut payloads: Vec<Vec<(String, Vec<u8>)>> =
+            if headers.iter().any(|h| h.payload.is_some()) {
+                pipe.query_async(&mut self.connection())
+                    .await
+                    .map_err(|e| {
+                        redis_error(format!("fetch payloads of {}", self.keys().stream()), e)
+                    })?
+            } else {
+                Vec::new()
+            };
+        payloads.reverse();
+        let mut events = Vec::with_capacity(raw.len());
+        for (entry, header) in raw.into_iter().zip(headers) {
+            let fields = match &header.payload {
+                Some(key) => {
+                    let fields = payloads.pop().unwrap_or_default();
+                    if fields.is_empty() {
+                        return Err(Error::MissingPayload {
+                            entry: entry.id,
+                            key: key.clone(),
+                        });
+                    }
+                    Fields::from(fields)
+                }
+                None => Fields::new(),
+            };
+            let event = E::decode(&header.operation, header.version, &fields)?;
+            let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
+            events.push(StoredEvent {
+                event,
+                metadata: Metadata {
+                    message_id: header.message_id,
+                    operation: header.operation,
+                    version: header.version,
+                    environment: self.address().environment().map(str::to_owned),
+                    uri: self.address().uri().to_owned(),
+                    produced_at: header.produced_at,
+                    stream_id: position,
+                    delivery_count: 0,
+                    key: header.key,
+                },
+                aggregate_id: header.aggregate,
+                aggregate_version: header.aggregate_version,
+            });
+        }
+        Ok(events)
+    }
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` reply.
+pub(crate) fn entries(reply: Value) -> Result<Vec<RawEntry>, String> {
+    match reply {
+        Value::Array(items) => items.into_iter().map(parse_entry).collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// The version in an aggregate stream's entry id `0-<version>`.
+fn version_of(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
+}

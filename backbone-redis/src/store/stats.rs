@@ -1,0 +1,1 @@
+//! Time windows and statistics (being written).
