@@ -26,6 +26,7 @@ use crate::connection::{client, command_connection, default_url};
 use crate::keys::StreamKeys;
 
 pub use read::Page;
+pub use projection::{Checkpoint, ProjectionHandle, Progress};
 pub use stats::StoreStats;
 
 /// Builds an [`EventStore`].
