@@ -10,7 +10,7 @@
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
 //! | `bb:{<env>:<uri>}:agg:<aggregate>` | stream | the event store: one aggregate's events, entry ids `0-<version>` |
 //! | `bb:{<env>:<uri>}:idem:<key>` | string | an append's result under its idempotency key, for the idempotency TTL |
-//! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `state` (JSON), `at` |
+//! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `position` (of that event), `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:proj:<name>` | hash | a projection's checkpoint: `position`, `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:stats` | hash | the store's counters: `appended` |
 //!

@@ -25,8 +25,8 @@ use redis::aio::ConnectionManager;
 use crate::connection::{client, command_connection, default_url};
 use crate::keys::StreamKeys;
 
+pub use projection::{Checkpoint, Progress, ProjectionHandle};
 pub use read::Page;
-pub use projection::{Checkpoint, ProjectionHandle, Progress};
 pub use stats::StoreStats;
 
 /// Builds an [`EventStore`].
