@@ -19,7 +19,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::connection::{client, command_connection, redis_error};
-use crate::entry::{parse_entry, MESSAGE_ID, OPERATION, VERSION};
+use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
 use crate::keys::StreamKeys;
 use crate::lua::require_stream;
 
@@ -459,16 +459,10 @@ impl DeadLetters {
 
 /// Parses an `XRANGE`/`XREVRANGE` reply (RESP2 or RESP3) into dead letters.
 fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
-    let error = |e: String| Error::channel(format!("XRANGE {key}"), e);
-    let Value::Array(items) = reply else {
-        return Err(error(format!("unexpected reply {reply:?}")));
-    };
-    items
+    parse_range_reply(reply)
+        .map_err(|e| Error::channel(format!("XRANGE {key}"), e))?
         .into_iter()
-        .map(|item| {
-            let entry = parse_entry(item).map_err(error)?;
-            DeadLetterEntry::parse(entry.id, entry.fields.unwrap_or_default())
-        })
+        .map(|entry| DeadLetterEntry::parse(entry.id, entry.fields.unwrap_or_default()))
         .collect()
 }
 

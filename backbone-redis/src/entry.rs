@@ -2,7 +2,9 @@
 //! `XREADGROUP` replies into [`RawEntry`]s. Parsing never panics; whatever is wrong with an
 //! entry becomes an [`Error::MalformedEntry`] naming the field.
 
-use backbone_core::{Error, MessageId};
+use std::fmt;
+
+use backbone_core::{Error, MessageId, Metadata, StreamAddress};
 use redis::Value;
 
 /// Entry field: the event's [`MessageId`].
@@ -44,6 +46,29 @@ pub(crate) struct EntryHeader {
     pub aggregate: Option<String>,
     pub aggregate_version: Option<u64>,
     pub position: Option<String>,
+}
+
+impl EntryHeader {
+    /// The metadata a handler or a reader sees for this entry. `stream_id` is the entry's
+    /// position in the contract's stream.
+    pub fn metadata(
+        &self,
+        address: &StreamAddress,
+        stream_id: String,
+        delivery_count: u32,
+    ) -> Metadata {
+        Metadata {
+            message_id: self.message_id,
+            operation: self.operation.clone(),
+            version: self.version,
+            environment: address.environment().map(str::to_owned),
+            uri: address.uri().to_owned(),
+            produced_at: self.produced_at,
+            stream_id,
+            delivery_count,
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl RawEntry {
@@ -140,6 +165,15 @@ pub(crate) fn parse_read_reply(reply: Value) -> Result<Vec<RawEntry>, String> {
     Ok(entries)
 }
 
+/// Parses an `XRANGE`/`XREVRANGE` reply into entries.
+pub(crate) fn parse_range_reply(reply: Value) -> Result<Vec<RawEntry>, String> {
+    match reply {
+        Value::Array(items) => items.into_iter().map(parse_entry).collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(format!("unexpected reply {other:?}")),
+    }
+}
+
 pub(crate) fn parse_entry(item: Value) -> Result<RawEntry, String> {
     let Value::Array(mut parts) = item else {
         return Err(format!("unexpected entry {item:?}"));
@@ -195,6 +229,40 @@ fn value_bytes(v: Value) -> Vec<u8> {
     }
 }
 
+/// A stream entry id, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StreamId(pub(crate) u64, pub(crate) u64);
+
+impl StreamId {
+    /// `<ms>-<seq>`, or `<ms>` (meaning `<ms>-0`) when `ms_alone`.
+    pub(crate) fn parse(text: &str, ms_alone: bool) -> Option<StreamId> {
+        match text.split_once('-') {
+            Some((ms, seq)) => Some(StreamId(digits(ms)?, digits(seq)?)),
+            None if ms_alone => Some(StreamId(digits(text)?, 0)),
+            None => None,
+        }
+    }
+
+    /// The smallest id after this one.
+    pub(crate) fn next(self) -> StreamId {
+        match self.1.checked_add(1) {
+            Some(seq) => StreamId(self.0, seq),
+            None => StreamId(self.0.saturating_add(1), 0),
+        }
+    }
+}
+
+fn digits(text: &str) -> Option<u64> {
+    let ok = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| text.parse().ok()).flatten()
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +312,21 @@ mod tests {
             err.starts_with("malformed entry 5-0: field `version` = \"-1\": "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        let id = |text| StreamId::parse(text, false);
+        assert!(id("10-0") > id("9-5"));
+        assert!(id("9-10") > id("9-9"));
+        assert_eq!(id("0-0"), Some(StreamId(0, 0)));
+        assert_eq!(id("x"), None);
+        assert!(
+            Some(StreamId(1, 0)) > None,
+            "any position is past `nothing yet`"
+        );
+        assert_eq!(StreamId::parse("7", true), Some(StreamId(7, 0)));
+        assert_eq!(StreamId(3, u64::MAX).next(), StreamId(4, 0));
     }
 
     #[test]

@@ -15,7 +15,6 @@
 //! `XTRIM <stream> MINID <id>`, so exactly the planned entries go.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::LazyLock;
 
 use backbone_core::{Error, StreamAddress};
@@ -24,6 +23,7 @@ use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply
 use redis::Script;
 
 use crate::connection::{client, command_connection, redis_error};
+use crate::entry::StreamId;
 use crate::entry::PAYLOAD;
 use crate::keys::StreamKeys;
 
@@ -129,49 +129,15 @@ pub struct StreamAdmin {
     connection: ConnectionManager,
 }
 
-/// A stream entry id, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Id(u64, u64);
-
-impl Id {
-    /// `<ms>-<seq>`, or `<ms>` (meaning `<ms>-0`) when `ms_alone`.
-    fn parse(text: &str, ms_alone: bool) -> Option<Id> {
-        match text.split_once('-') {
-            Some((ms, seq)) => Some(Id(digits(ms)?, digits(seq)?)),
-            None if ms_alone => Some(Id(digits(text)?, 0)),
-            None => None,
-        }
-    }
-
-    /// The smallest id after this one.
-    fn next(self) -> Id {
-        match self.1.checked_add(1) {
-            Some(seq) => Id(self.0, seq),
-            None => Id(self.0.saturating_add(1), 0),
-        }
-    }
-}
-
-fn digits(text: &str) -> Option<u64> {
-    let ok = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| text.parse().ok()).flatten()
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
-
 /// One group, as planned: it keeps every entry after `read` and from `pending` on.
 struct Group {
     name: String,
-    read: Id,
-    pending: Option<Id>,
+    read: StreamId,
+    pending: Option<StreamId>,
 }
 
 impl Group {
-    fn keeps(&self, id: Id) -> bool {
+    fn keeps(&self, id: StreamId) -> bool {
         id > self.read || self.pending.is_some_and(|oldest| id >= oldest)
     }
 }
@@ -189,7 +155,7 @@ enum Goal {
     /// Remove the oldest entries, keeping at least this many.
     Keep(u64),
     /// Remove the entries before this id.
-    Before(Id),
+    Before(StreamId),
 }
 
 impl StreamAdmin {
@@ -265,12 +231,12 @@ impl StreamAdmin {
     /// # }
     /// ```
     pub async fn trim_before(&self, min_id: &str) -> Result<TrimReport, Error> {
-        let id = Id::parse(min_id, true).ok_or_else(|| {
+        let id = StreamId::parse(min_id, true).ok_or_else(|| {
             Error::Config(format!(
                 "invalid stream id {min_id:?}: expected <ms>-<seq> or <ms>, e.g. 1700000000000-0"
             ))
         })?;
-        if id == Id(0, 0) {
+        if id == StreamId(0, 0) {
             return Ok(TrimReport::default()); // nothing is older; XRANGE refuses `(0-0`
         }
         self.run(Goal::Before(id)).await
@@ -314,7 +280,7 @@ impl StreamAdmin {
             let (mut last, mut planned, mut held_back_by) = (None, 0, None);
             let mut payloads = Vec::new();
             for entry in &range.ids {
-                let id = Id::parse(&entry.id, false)
+                let id = StreamId::parse(&entry.id, false)
                     .ok_or_else(|| Error::malformed(&entry.id, "not a stream id"))?;
                 if let Some(group) = groups.iter().find(|g| g.keeps(id)) {
                     held_back_by = Some(group.name.clone());
@@ -391,7 +357,7 @@ impl StreamAdmin {
             .map_err(|e| redis_error(format!("XINFO GROUPS {stream}"), e))?;
         let mut groups = Vec::with_capacity(info.groups.len());
         for group in info.groups {
-            let read = Id::parse(&group.last_delivered_id, false)
+            let read = StreamId::parse(&group.last_delivered_id, false)
                 .ok_or_else(|| Error::malformed(&group.last_delivered_id, "not a stream id"))?;
             let mut pending = None;
             if group.pending > 0 {
@@ -403,7 +369,7 @@ impl StreamAdmin {
                     .map_err(|e| redis_error(format!("XPENDING {stream} {}", group.name), e))?;
                 if let StreamPendingReply::Data(data) = summary {
                     pending = Some(
-                        Id::parse(&data.start_id, false)
+                        StreamId::parse(&data.start_id, false)
                             .ok_or_else(|| Error::malformed(&data.start_id, "not a stream id"))?,
                     );
                 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backbone_core::{
-    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, Metadata,
-    RetryPolicy, StreamAddress, UnknownPolicy,
+    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, RetryPolicy,
+    StreamAddress, UnknownPolicy,
 };
 use futures::FutureExt;
 use redis::aio::ConnectionManager;
@@ -164,7 +164,10 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
             }
         };
     }
-    let ctx = ConsumerContext::new(metadata(shared, job, header), shared.acker.clone());
+    let ctx = ConsumerContext::new(
+        header.metadata(&shared.address, job.entry.id.clone(), job.deliveries),
+        shared.acker.clone(),
+    );
     let handled = AssertUnwindSafe(shared.handler.handle(&ctx, &fields))
         .catch_unwind()
         .await
@@ -237,18 +240,4 @@ async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
         }
     }
     Outcome::Settled
-}
-
-fn metadata(shared: &Shared, job: &Job, header: &EntryHeader) -> Metadata {
-    Metadata {
-        message_id: header.message_id,
-        operation: header.operation.clone(),
-        version: header.version,
-        environment: shared.address.environment().map(str::to_owned),
-        uri: shared.address.uri().to_owned(),
-        produced_at: header.produced_at,
-        stream_id: job.entry.id.clone(),
-        delivery_count: job.deliveries,
-        key: header.key.clone(),
-    }
 }

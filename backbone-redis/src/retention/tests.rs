@@ -192,15 +192,15 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
 #[test]
 fn ids_parse_order_and_follow() {
     assert_eq!(
-        Id::parse("1526919030474-55", false),
-        Some(Id(1526919030474, 55))
+        StreamId::parse("1526919030474-55", false),
+        Some(StreamId(1526919030474, 55))
     );
-    assert_eq!(Id::parse("5", true), Some(Id(5, 0)));
+    assert_eq!(StreamId::parse("5", true), Some(StreamId(5, 0)));
     for bad in ["5", "", "-", "1-", "-1", "1-2-3", "+1-2", "a-1", " 1-2"] {
-        assert_eq!(Id::parse(bad, false), None, "{bad:?}");
+        assert_eq!(StreamId::parse(bad, false), None, "{bad:?}");
     }
-    assert!(Id(9, 0) < Id(10, 0) && Id(10, 0) < Id(10, 5));
-    assert_eq!(Id(1, 2).next(), Id(1, 3));
-    assert_eq!(Id(1, u64::MAX).next(), Id(2, 0));
-    assert_eq!(Id(7, 1).to_string(), "7-1");
+    assert!(StreamId(9, 0) < StreamId(10, 0) && StreamId(10, 0) < StreamId(10, 5));
+    assert_eq!(StreamId(1, 2).next(), StreamId(1, 3));
+    assert_eq!(StreamId(1, u64::MAX).next(), StreamId(2, 0));
+    assert_eq!(StreamId(7, 1).to_string(), "7-1");
 }

@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::read::entries;
 use super::EventStore;
 use crate::connection::redis_error;
-use crate::entry::RawEntry;
+use crate::entry::parse_range_reply;
+use crate::entry::{RawEntry, StreamId};
 
 /// How often a caught-up projection looks for new entries.
 const POLL: Duration = Duration::from_millis(50);
@@ -62,7 +62,7 @@ struct Shared<P> {
 /// What `caught_up` waits on: the position reached, or why the task stopped.
 #[derive(Debug, Clone, Default)]
 struct Signal {
-    position: Option<(u64, u64)>,
+    position: Option<StreamId>,
     failed: Option<String>,
 }
 
@@ -148,7 +148,10 @@ impl<E: ContractEvent> EventStore<E> {
             ..Progress::default()
         };
         let signal = Signal {
-            position: progress.position.as_deref().and_then(parse_id),
+            position: progress
+                .position
+                .as_deref()
+                .and_then(|id| StreamId::parse(id, false)),
             failed: None,
         };
         let shared = Arc::new(RwLock::new(Shared {
@@ -223,7 +226,7 @@ impl<E: ContractEvent> EventStore<E> {
                 .map_err(|e| bad(format!("`{name}` = {value:?}: {e}")))
         };
         let position = text("position")?;
-        if parse_id(&position).is_none() {
+        if StreamId::parse(&position, false).is_none() {
             return Err(bad(format!("`position` = {position:?} is not a stream id")));
         }
         let state = codec::decode::<P>(P::NAME, "state", &fields)
@@ -284,8 +287,9 @@ impl<P: Projection> ProjectionHandle<P> {
             .query_async(&mut self.connection.clone())
             .await
             .map_err(|e| redis_error(format!("XREVRANGE {stream}"), e))?;
-        let last = entries(reply).map_err(|r| Error::channel(format!("XREVRANGE {stream}"), r))?;
-        let target = last.first().and_then(|e| parse_id(&e.id));
+        let last = parse_range_reply(reply)
+            .map_err(|r| Error::channel(format!("XREVRANGE {stream}"), r))?;
+        let target = last.first().and_then(|e| StreamId::parse(&e.id, false));
         let mut signal = self.signal.clone();
         let reached = signal
             .wait_for(|s| s.failed.is_some() || s.position >= target)
@@ -409,7 +413,7 @@ impl<P: Projection> Runner<P> {
             .query_async(&mut self.store.connection())
             .await
             .map_err(|e| redis_error(format!("XRANGE {stream}"), e))?;
-        entries(reply).map_err(|r| Error::channel(format!("XRANGE {stream}"), r))
+        parse_range_reply(reply).map_err(|r| Error::channel(format!("XRANGE {stream}"), r))
     }
 
     /// Decodes the entries one by one, applies those before the first that does not decode,
@@ -462,7 +466,12 @@ impl<P: Projection> Runner<P> {
                 self.save().await?;
             }
         }
-        let position = self.read_shared(|s| s.progress.position.as_deref().and_then(parse_id));
+        let position = self.read_shared(|s| {
+            s.progress
+                .position
+                .as_deref()
+                .and_then(|id| StreamId::parse(id, false))
+        });
         self.signal.send_modify(|s| s.position = position);
         Ok(())
     }
@@ -557,24 +566,4 @@ fn undecodable(e: &Error) -> bool {
             | Error::Decode { .. }
             | Error::UnknownOperation { .. }
     )
-}
-
-/// A stream id `<ms>-<seq>` as a pair that orders like the stream.
-fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_id;
-
-    #[test]
-    fn stream_ids_order_numerically() {
-        assert!(parse_id("10-0") > parse_id("9-5"));
-        assert!(parse_id("9-10") > parse_id("9-9"));
-        assert_eq!(parse_id("0-0"), Some((0, 0)));
-        assert_eq!(parse_id("x"), None);
-        assert!(Some((1, 0)) > None, "any position is past `nothing yet`");
-    }
 }

@@ -2,13 +2,13 @@
 //! contract's stream between two times.
 
 use backbone_core::store::StoredEvent;
-use backbone_core::{ContractEvent, Error, Fields, Metadata};
+use backbone_core::{ContractEvent, Error, Fields};
 use futures::Stream;
 use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::{parse_entry, RawEntry};
+use crate::entry::{parse_range_reply, RawEntry};
 
 /// One page of events, and where the next page starts, if there is one.
 #[derive(Debug, Clone)]
@@ -34,7 +34,8 @@ impl<E: ContractEvent> EventStore<E> {
             .query_async(&mut self.connection())
             .await
             .map_err(|e| redis_error(format!("XREVRANGE {key}"), e))?;
-        let entries = entries(reply).map_err(|r| Error::channel(format!("XREVRANGE {key}"), r))?;
+        let entries =
+            parse_range_reply(reply).map_err(|r| Error::channel(format!("XREVRANGE {key}"), r))?;
         Ok(entries.first().and_then(|e| version_of(&e.id)).unwrap_or(0))
     }
 
@@ -58,7 +59,8 @@ impl<E: ContractEvent> EventStore<E> {
             .query_async(&mut self.connection())
             .await
             .map_err(|e| redis_error(format!("XRANGE {key}"), e))?;
-        let mut raw = entries(reply).map_err(|r| Error::channel(format!("XRANGE {key}"), r))?;
+        let mut raw =
+            parse_range_reply(reply).map_err(|r| Error::channel(format!("XRANGE {key}"), r))?;
         let next = (raw.len() > page_size).then(|| raw.pop().and_then(|e| version_of(&e.id)));
         Ok(Page {
             events: self.decode(raw).await?,
@@ -112,7 +114,8 @@ impl<E: ContractEvent> EventStore<E> {
             .query_async(&mut self.connection())
             .await
             .map_err(|e| redis_error(format!("XRANGE {stream}"), e))?;
-        let mut raw = entries(reply).map_err(|r| Error::channel(format!("XRANGE {stream}"), r))?;
+        let mut raw =
+            parse_range_reply(reply).map_err(|r| Error::channel(format!("XRANGE {stream}"), r))?;
         let next = if raw.len() > page_size {
             raw.pop();
             raw.last().map(|e| e.id.clone())
@@ -168,31 +171,12 @@ impl<E: ContractEvent> EventStore<E> {
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
             events.push(StoredEvent {
                 event,
-                metadata: Metadata {
-                    message_id: header.message_id,
-                    operation: header.operation,
-                    version: header.version,
-                    environment: self.address().environment().map(str::to_owned),
-                    uri: self.address().uri().to_owned(),
-                    produced_at: header.produced_at,
-                    stream_id: position,
-                    delivery_count: 0,
-                    key: header.key,
-                },
+                metadata: header.metadata(self.address(), position, 0),
                 aggregate_id: header.aggregate,
                 aggregate_version: header.aggregate_version,
             });
         }
         Ok(events)
-    }
-}
-
-/// The entries of an `XRANGE`/`XREVRANGE` reply.
-pub(crate) fn entries(reply: Value) -> Result<Vec<RawEntry>, String> {
-    match reply {
-        Value::Array(items) => items.into_iter().map(parse_entry).collect(),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(format!("unexpected reply {other:?}")),
     }
 }
 
