@@ -5,31 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use backbone_core::metadata::now_millis;
-use backbone_core::{ContractEvent, Error, MessageId, OutgoingEvent, Publish, StreamAddress};
-use backbone_redis::keys::StreamKeys;
+use backbone_core::{Error, MessageId, OutgoingEvent, Publish};
 use backbone_redis::testing::{shared, unique_name, RedisServer, ServerOptions};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
-
-fn keys(uri: &str) -> StreamKeys {
-    StreamKeys::new(&StreamAddress::new(None, uri).unwrap())
-}
-
-/// The event a generated producer would send for `event`.
-fn outgoing<E: ContractEvent>(event: &E) -> OutgoingEvent {
-    let operation = event.operation();
-    OutgoingEvent {
-        message_id: MessageId::new(),
-        operation: operation.name,
-        version: operation.version,
-        produced_at: now_millis(),
-        key: None,
-        fields: event.encode().unwrap(),
-    }
-}
 
 /// The message ids of the entries in `uri`'s stream, oldest first.
 async fn stream_ids(url: &str, uri: &str) -> Vec<MessageId> {

@@ -64,6 +64,11 @@ impl StreamKeys {
         format!("{}:sent:{id}", self.prefix)
     }
 
+    /// The prefix of every sent-record (`<prefix>:sent:`).
+    pub(crate) fn sent_prefix(&self) -> String {
+        format!("{}:sent:", self.prefix)
+    }
+
     /// The event-store stream of one aggregate.
     pub fn aggregate(&self, aggregate_id: &str) -> String {
         format!("{}:agg:{aggregate_id}", self.prefix)

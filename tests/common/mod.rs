@@ -240,3 +240,21 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The keys of `uri` (no environment).
+pub fn keys(uri: &str) -> backbone_redis::keys::StreamKeys {
+    backbone_redis::keys::StreamKeys::new(&backbone_core::StreamAddress::new(None, uri).unwrap())
+}
+
+/// The event a generated producer would send for `event`.
+pub fn outgoing<E: backbone_core::ContractEvent>(event: &E) -> backbone_core::OutgoingEvent {
+    let operation = event.operation();
+    backbone_core::OutgoingEvent {
+        message_id: MessageId::new(),
+        operation: operation.name,
+        version: operation.version,
+        produced_at: backbone_core::metadata::now_millis(),
+        key: None,
+        fields: event.encode().unwrap(),
+    }
+}

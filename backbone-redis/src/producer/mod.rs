@@ -1,9 +1,9 @@
 //! The Redis producer: [`RedisProducerBuilder`] and [`RedisPublisher`], whose publish script
 //! writes an event's payload hash and its stream entry in one atomic step, at most once per
-//! message id, so that a send can be retried after a transient failure.
+//! message id, so that a send can be retried after a transient failure. Concurrent sends share
+//! runs of that script (`batch`); `max_len` trims in the background (`trim`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,14 +11,17 @@ use backbone_core::{
     Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, Publish, StreamAddress,
 };
 use redis::aio::ConnectionManager;
-use redis::{RedisError, Script, ScriptInvocation};
+use redis::RedisError;
 use tokio::time::Instant;
 
 use crate::connection::{client, command_connection, default_url};
-use crate::entry::{KEY, MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
 use crate::keys::StreamKeys;
-use crate::lua::require_stream;
 use crate::retention::StreamAdmin;
+use batch::Batcher;
+use trim::Trimmer;
+
+mod batch;
+mod trim;
 
 /// How long the sent-record of an operation without parameters lives (ms).
 const SENT_TTL_MS: u64 = 10 * 60 * 1000;
@@ -26,45 +29,6 @@ const SENT_TTL_MS: u64 = 10 * 60 * 1000;
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// KEYS[1] stream, KEYS[2] the event's marker: its payload hash when the operation has
-/// parameters, else its sent-record (`StreamKeys::sent`).
-/// ARGV: message id, operation, version, produced_at, ordering key ('' for none), payload TTL
-/// in ms ('0' for none), field count n, then n name/value pairs.
-/// Returns the new entry's id, or nil when the marker exists: the event was written before (a
-/// retried send), and nothing is written. The marker is checked first, then the stream's type,
-/// and every check comes before the first write: neither Lua nor MULTI rolls back. So an error
-/// reply from this script proves the event was not written.
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[1]");
-    Script::new(&format!(
-        r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return false
-end
-{stream_check}local entry = {{'{MESSAGE_ID}', ARGV[1], '{OPERATION}', ARGV[2], '{VERSION}', ARGV[3],
-  '{PRODUCED_AT}', ARGV[4]}}
-if ARGV[5] ~= '' then
-  table.insert(entry, '{KEY}')
-  table.insert(entry, ARGV[5])
-end
-local n = tonumber(ARGV[7])
-if n > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + 2 * n))
-  if ARGV[6] ~= '0' then
-    redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  end
-  table.insert(entry, '{PAYLOAD}')
-  table.insert(entry, KEYS[2])
-end
-local id = redis.call('XADD', KEYS[1], '*', unpack(entry))
-if n == 0 then
-  redis.call('SET', KEYS[2], id, 'PX', {SENT_TTL_MS})
-end
-return id
-"#
-    ))
-});
 
 /// Builds producers that write to a Redis stream.
 ///
@@ -196,21 +160,20 @@ impl RedisProducerBuilder {
         let connection = command_connection(&client(&url)?).await?;
         let keys = StreamKeys::new(&address);
         let trimmer = self.max_len.map(|max_len| {
-            Arc::new(Trimmer {
-                admin: StreamAdmin::new(keys.clone(), connection.clone()),
+            Arc::new(Trimmer::new(
+                StreamAdmin::new(keys.clone(), connection.clone()),
                 max_len,
-                every: (max_len / 10).max(1),
-                sends: AtomicU64::new(0),
-                running: Arc::new(AtomicBool::new(false)),
-            })
+            ))
         });
+        let payload_ttl_ms = self
+            .payload_ttl
+            .map_or(0, |ttl| ttl.as_millis().max(1) as u64);
+        let batcher = Batcher::start(keys.clone(), connection.clone(), payload_ttl_ms);
         Ok(RedisPublisher {
             keys,
             connection,
+            batcher,
             send_timeout,
-            payload_ttl_ms: self
-                .payload_ttl
-                .map_or(0, |ttl| ttl.as_millis().max(1) as u64),
             trimmer,
         })
     }
@@ -231,6 +194,13 @@ impl ProducerBuilder for RedisProducerBuilder {
 /// operation without parameters a record kept 10 minutes. An `Err` says what failed and
 /// whether the event may nevertheless have been written.
 ///
+/// Sends made at the same time through one publisher (or its clones) are coalesced: a
+/// background task writes whatever is queued, up to 128 events, with one run of the publish
+/// script, keeping at most 4 runs in flight. A lone send goes out at once; under load, Redis
+/// pays the script's fixed cost once per batch. Each event still succeeds or fails on its own.
+/// The task runs on the Tokio runtime that built the publisher; once that runtime is shut
+/// down, sends fail with an error saying so.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), backbone_core::Error> {
 /// let publisher = backbone_redis::RedisProducerBuilder::new()
@@ -245,8 +215,8 @@ impl ProducerBuilder for RedisProducerBuilder {
 pub struct RedisPublisher {
     keys: StreamKeys,
     connection: ConnectionManager,
+    batcher: Batcher,
     send_timeout: Duration,
-    payload_ttl_ms: u64,
     trimmer: Option<Arc<Trimmer>>,
 }
 
@@ -261,6 +231,7 @@ enum Outcome {
     Unknown,
 }
 
+#[derive(Clone)]
 struct Failure {
     error: String,
     /// No answer came before the deadline: `error` says to what.
@@ -302,33 +273,12 @@ impl RedisPublisher {
         &self.keys
     }
 
-    fn invocation(&self, event: &OutgoingEvent) -> ScriptInvocation<'static> {
-        let marker = match event.fields.is_empty() {
-            true => self.keys.sent(&event.message_id),
-            false => self.keys.payload(&event.message_id),
-        };
-        let mut invocation = PUBLISH.key(self.keys.stream());
-        invocation
-            .key(marker)
-            .arg(event.message_id.to_string())
-            .arg(event.operation)
-            .arg(event.version)
-            .arg(event.produced_at)
-            .arg(event.key.as_deref().unwrap_or(""))
-            .arg(self.payload_ttl_ms)
-            .arg(event.fields.len());
-        for (name, value) in event.fields.iter() {
-            invocation.arg(name).arg(value);
-        }
-        invocation
-    }
-
     /// One try: `Ok(true)` written now, `Ok(false)` written before. A retry (`probe`) first
     /// checks with `PING` that Redis answers, so that running out of time while Redis is away
     /// is known not to have sent the script.
     async fn attempt(
         &self,
-        invocation: &ScriptInvocation<'_>,
+        event: &Arc<OutgoingEvent>,
         probe: bool,
         deadline: Instant,
     ) -> Result<bool, Failure> {
@@ -354,11 +304,10 @@ impl RedisPublisher {
                 Ok(Ok(())) => {}
             }
         }
-        let run = invocation.invoke_async::<Option<String>>(&mut connection);
+        let run = self.batcher.submit(event.clone(), deadline);
         match tokio::time::timeout_at(deadline, run).await {
             Err(_) => Err(late("the publish script", Outcome::Unknown)),
-            Ok(Ok(written)) => Ok(written.is_some()),
-            Ok(Err(e)) => Err(Failure::from_redis(&e)),
+            Ok(answer) => answer,
         }
     }
 
@@ -406,7 +355,7 @@ impl RedisPublisher {
 #[async_trait]
 impl Publish for RedisPublisher {
     async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error> {
-        let invocation = self.invocation(&event);
+        let event = Arc::new(event);
         let started = Instant::now();
         let deadline = started + self.send_timeout;
         let mut backoff = FIRST_BACKOFF;
@@ -415,7 +364,7 @@ impl Publish for RedisPublisher {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let failure = match self.attempt(&invocation, attempts > 1, deadline).await {
+            let failure = match self.attempt(&event, attempts > 1, deadline).await {
                 Ok(written) => {
                     if written {
                         if let Some(trimmer) = &self.trimmer {
@@ -444,52 +393,5 @@ impl Publish for RedisPublisher {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-    }
-}
-
-/// The background trim of a producer with `max_len`.
-#[derive(Debug)]
-struct Trimmer {
-    admin: StreamAdmin,
-    max_len: u64,
-    every: u64,
-    sends: AtomicU64,
-    running: Arc<AtomicBool>,
-}
-
-/// Clears the running flag when the trim task ends, even by a panic.
-struct Running(Arc<AtomicBool>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-impl Trimmer {
-    /// Counts a send; every `every` sends, starts a trim unless one is running.
-    fn on_send(self: &Arc<Self>) {
-        let sends = self.sends.fetch_add(1, Ordering::Relaxed) + 1;
-        if !sends.is_multiple_of(self.every) || self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let running = Running(self.running.clone());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                stream = self.admin.keys().stream(),
-                "no Tokio runtime: cannot trim in the background"
-            );
-            return;
-        };
-        let this = self.clone();
-        runtime.spawn(async move {
-            let _running = running;
-            let stream = this.admin.keys().stream();
-            match this.admin.trim(this.max_len).await {
-                Ok(report) => tracing::debug!(stream, max_len = this.max_len, ?report, "trimmed"),
-                Err(e) => tracing::warn!(stream, max_len = this.max_len, error = %e,
-                    "background trim failed"),
-            }
-        });
     }
 }

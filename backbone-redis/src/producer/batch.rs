@@ -1,0 +1,300 @@
+//! Coalescing concurrent sends: every [`RedisPublisher`](super::RedisPublisher) hands its
+//! events to one batching task, which writes whatever is queued with one run of the publish
+//! script, keeping at most [`MAX_IN_FLIGHT`] runs in flight. A lone send goes out at once, as a
+//! batch of one; under load, the sends that queue up while earlier runs are in flight share the
+//! next run, so Redis pays the script's fixed cost once per batch instead of once per event.
+
+use std::fmt::Write;
+use std::sync::{Arc, LazyLock};
+
+use backbone_core::OutgoingEvent;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, Script, ServerErrorKind, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Failure, Outcome, SENT_TTL_MS};
+use crate::entry::{KEY, MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
+use crate::keys::StreamKeys;
+use crate::lua::require_stream;
+
+/// Events written by one run of the publish script, at most.
+const MAX_BATCH: usize = 128;
+/// Runs of the publish script in flight at once, per publisher.
+const MAX_IN_FLIGHT: usize = 4;
+/// Sends that may wait for the batching task before `publish` itself waits.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// KEYS[1] the stream, KEYS[1 + i] the marker of event i: its payload hash when it has
+/// parameters, else its sent-record (`StreamKeys::sent`).
+/// ARGV[1] payload TTL in ms ('0' for none), ARGV[2] the number of events m, then per event:
+/// message id, operation, version, produced_at, ordering key ('' for none), field count n, and
+/// n name/value pairs.
+///
+/// Checks the stream's type before the first write: an error reply proves that nothing was
+/// written (neither Lua nor MULTI rolls back). Then answers one reply per event:
+/// - the new entry's id: written now;
+/// - false: written before (a retried send), nothing written now. An event's marker is its own
+///   check: `HSET` adding no field means its payload hash, with these very fields, was there
+///   already, and it was written with its entry in one run of this script;
+/// - `{'error', text}`: not written. A command that fails is called with `pcall`, and a payload
+///   hash this run created for the event is deleted again before the script goes on, so nobody
+///   ever sees it: the script is atomic.
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    let stream_check = require_stream("KEYS[1]");
+    let head = format!(
+        "'{MESSAGE_ID}', ARGV[at], '{OPERATION}', ARGV[at + 1], '{VERSION}', ARGV[at + 2], \
+         '{PRODUCED_AT}', ARGV[at + 3]"
+    );
+    let (key, payload) = (format!("'{KEY}', key"), format!("'{PAYLOAD}', marker"));
+    Script::new(&format!(
+        r#"{stream_check}local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
+local replies = {{}}
+local at = 3
+for i = 1, tonumber(ARGV[2]) do
+  local marker = KEYS[1 + i]
+  local n = tonumber(ARGV[at + 5])
+  local fresh
+  if n > 0 then
+    fresh = pcall('HSET', marker, unpack(ARGV, at + 6, at + 5 + 2 * n))
+  else
+    fresh = 1 - redis.call('EXISTS', marker)
+  end
+  if fresh == 0 then
+    replies[i] = false
+  elseif type(fresh) == 'table' then
+    replies[i] = {{'error', marker .. ': ' .. fresh['err']}}
+  else
+    local id
+    local key = ARGV[at + 4]
+    if n > 0 then
+      if key == '' then
+        id = pcall('XADD', stream, '*', {head}, {payload})
+      else
+        id = pcall('XADD', stream, '*', {head}, {key}, {payload})
+      end
+    elseif key == '' then
+      id = pcall('XADD', stream, '*', {head})
+    else
+      id = pcall('XADD', stream, '*', {head}, {key})
+    end
+    if type(id) == 'table' then
+      if n > 0 then
+        redis.call('DEL', marker)
+      end
+      replies[i] = {{'error', stream .. ': ' .. id['err']}}
+    else
+      if n == 0 then
+        redis.call('SET', marker, id, 'PX', {SENT_TTL_MS})
+      elseif ttl ~= '0' then
+        redis.call('PEXPIRE', marker, ttl)
+      end
+      replies[i] = id
+    end
+  end
+  at = at + 6 + 2 * n
+end
+return replies
+"#
+    ))
+});
+
+/// One send waiting for its batch: `Ok(true)` written now, `Ok(false)` written before.
+pub(super) struct Submission {
+    pub event: Arc<OutgoingEvent>,
+    /// Past it the sender has given up; the event is left out of any batch not yet sent.
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<bool, Failure>>,
+}
+
+/// The sending end of a publisher's batching task; the task ends when every clone is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Batcher {
+    queue: mpsc::Sender<Submission>,
+}
+
+impl Batcher {
+    /// Starts the batching task of one publisher on the current Tokio runtime.
+    pub fn start(keys: StreamKeys, connection: ConnectionManager, payload_ttl_ms: u64) -> Self {
+        let (queue, submissions) = mpsc::channel(QUEUE);
+        let task = Task {
+            payload_prefix: keys.payload_prefix(),
+            sent_prefix: keys.sent_prefix(),
+            keys,
+            connection,
+            payload_ttl_ms,
+        };
+        tokio::spawn(task.run(submissions));
+        Batcher { queue }
+    }
+
+    /// Queues one event and waits for its batch's answer (the caller bounds the wait).
+    pub async fn submit(
+        &self,
+        event: Arc<OutgoingEvent>,
+        deadline: Instant,
+    ) -> Result<bool, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            event,
+            deadline,
+            reply,
+        };
+        if self.queue.send(submission).await.is_err() {
+            return Err(stopped(Outcome::NotSent));
+        }
+        // No answer at all: the task ended while the batch may have been in flight.
+        answer
+            .await
+            .unwrap_or_else(|_| Err(stopped(Outcome::Unknown)))
+    }
+}
+
+fn stopped(outcome: Outcome) -> Failure {
+    Failure {
+        error: "the publisher's batching task has stopped (was its Tokio runtime shut down?)"
+            .into(),
+        cut: false,
+        transient: false,
+        outcome,
+    }
+}
+
+struct Task {
+    keys: StreamKeys,
+    payload_prefix: String,
+    sent_prefix: String,
+    connection: ConnectionManager,
+    payload_ttl_ms: u64,
+}
+
+impl Task {
+    async fn run(self, mut submissions: mpsc::Receiver<Submission>) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        while open || !in_flight.is_empty() {
+            tokio::select! {
+                first = submissions.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => {
+                    let Some(first) = first else {
+                        open = false;
+                        continue;
+                    };
+                    let mut batch = Vec::with_capacity(MAX_BATCH.min(submissions.len() + 1));
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match submissions.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    in_flight.push(self.write(batch));
+                }
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            }
+        }
+    }
+
+    /// One run of the publish script for the live submissions of `batch`; answers each.
+    async fn write(&self, batch: Vec<Submission>) {
+        let now = Instant::now();
+        let batch: Vec<Submission> = batch
+            .into_iter()
+            .filter(|s| s.deadline > now && !s.reply.is_closed())
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        // EVALSHA built in place: one buffer for every argument, no copy per argument.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(PUBLISH.get_hash())
+            .arg(1 + batch.len())
+            .arg(self.keys.stream());
+        let mut text = String::with_capacity(self.payload_prefix.len() + 36);
+        for Submission { event, .. } in &batch {
+            text.clear();
+            match event.fields.is_empty() {
+                true => text.push_str(&self.sent_prefix),
+                false => text.push_str(&self.payload_prefix),
+            }
+            let _ = write!(text, "{}", event.message_id);
+            cmd.arg(text.as_str());
+        }
+        cmd.arg(self.payload_ttl_ms).arg(batch.len());
+        for Submission { event, .. } in &batch {
+            text.clear();
+            let _ = write!(text, "{}", event.message_id);
+            cmd.arg(text.as_str())
+                .arg(event.operation)
+                .arg(event.version)
+                .arg(event.produced_at)
+                .arg(event.key.as_deref().unwrap_or(""))
+                .arg(event.fields.len());
+            for (name, value) in event.fields.iter() {
+                cmd.arg(name).arg(value);
+            }
+        }
+        match self.send(&cmd).await {
+            Ok(replies) if replies.len() == batch.len() => {
+                for (submission, reply) in batch.into_iter().zip(replies) {
+                    let _ = submission.reply.send(answer(reply));
+                }
+            }
+            result => {
+                let failure = match result {
+                    Err(e) => Failure::from_redis(&e),
+                    Ok(replies) => unexpected(format!(
+                        "{} replies for {} events",
+                        replies.len(),
+                        batch.len()
+                    )),
+                };
+                for submission in batch {
+                    let _ = submission.reply.send(Err(failure.clone()));
+                }
+            }
+        }
+    }
+
+    /// Sends the EVALSHA; if Redis lacks the script (a restart, `SCRIPT FLUSH`), loads it and
+    /// sends it again.
+    async fn send(&self, cmd: &redis::Cmd) -> redis::RedisResult<Vec<Value>> {
+        let mut connection = self.connection.clone();
+        match cmd.query_async(&mut connection).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                PUBLISH.prepare_invoke().load_async(&mut connection).await?;
+                cmd.query_async(&mut connection).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// One event's reply from the publish script.
+fn answer(reply: Value) -> Result<bool, Failure> {
+    match reply {
+        Value::BulkString(_) | Value::SimpleString(_) => Ok(true),
+        Value::Nil | Value::Boolean(false) => Ok(false),
+        Value::Array(parts) => match parts.as_slice() {
+            [_, Value::BulkString(text)] => Err(Failure {
+                error: format!("publish script: {}", String::from_utf8_lossy(text)),
+                cut: false,
+                transient: false,
+                outcome: Outcome::NotWritten,
+            }),
+            _ => Err(unexpected(format!("{parts:?}"))),
+        },
+        other => Err(unexpected(format!("{other:?}"))),
+    }
+}
+
+/// A reply the publish script cannot give: whether the event was written is unknown.
+fn unexpected(what: String) -> Failure {
+    Failure {
+        error: format!("unexpected reply from the publish script: {what}"),
+        cut: false,
+        transient: false,
+        outcome: Outcome::Unknown,
+    }
+}
