@@ -69,3 +69,23 @@ pub(crate) async fn reader_connection(
 pub(crate) fn redis_error(context: impl Into<String>, e: redis::RedisError) -> Error {
     Error::channel(context, e)
 }
+
+/// Exponential backoff: `first`, doubling up to `max`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+        Backoff { next: first, max }
+    }
+
+    /// The delay to wait now; the next one is twice as long, up to `max`.
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = self.next.min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}

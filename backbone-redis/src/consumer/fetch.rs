@@ -1,34 +1,40 @@
 //! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch and, for
-//! entries read again (pending or claimed), their delivery counts.
+//! entries read again (pending or claimed), their delivery counts. The [`fetcher`] task does
+//! this for the reader's batches, so that the next `XREADGROUP` overlaps this round trip.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backbone_core::{Error, Fields};
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-use super::job::Job;
-use crate::connection::redis_error;
-use crate::entry::{bytes_to_string, RawEntry};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::job::{Job, Shared};
+use super::reader::{is_fatal, Batch, Incoming};
+use crate::connection::{redis_error, Backoff};
+use crate::entry::{bytes_to_string, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
 
 /// Fetches payloads (and, when `counts`, delivery counts from `XPENDING`) in one round trip.
+/// On failure the entries come back with the error, for a retry.
 pub(super) async fn jobs(
     conn: &mut ConnectionManager,
     keys: &StreamKeys,
     group: &str,
     batch: Vec<RawEntry>,
     counts: bool,
-) -> Result<Vec<Job>, Error> {
+) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
     let headers: Vec<_> = batch.iter().map(RawEntry::header).collect();
-    let payload_keys: Vec<&str> = headers
-        .iter()
-        .filter_map(|h| h.as_ref().ok()?.payload.as_deref())
-        .collect();
+    // One HGETALL per entry that names a payload, in entry order, so that each reply moves
+    // into its own job (two entries naming one hash, an event and its replay, each get theirs).
     let mut pipe = redis::pipe();
-    for key in &payload_keys {
-        pipe.cmd("HGETALL").arg(*key);
+    let mut hashes = 0;
+    for key in headers.iter().filter_map(payload_of) {
+        pipe.cmd("HGETALL").arg(key);
+        hashes += 1;
     }
     if counts {
         for entry in &batch {
@@ -40,41 +46,35 @@ pub(super) async fn jobs(
                 .arg(1);
         }
     }
-    let mut replies: Vec<Value> = if payload_keys.is_empty() && !counts {
+    let mut replies: Vec<Value> = if hashes == 0 && !counts {
         Vec::new()
     } else {
-        pipe.query_async(conn)
-            .await
-            .map_err(|e| redis_error(format!("fetch payloads of {}", keys.stream()), e))?
+        match pipe.query_async(conn).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                let e = redis_error(format!("fetch payloads of {}", keys.stream()), e);
+                drop(headers);
+                return Err((e, batch));
+            }
+        }
     };
     let pending: Vec<u32> = if counts {
         replies
-            .split_off(payload_keys.len())
+            .split_off(hashes.min(replies.len()))
             .into_iter()
             .map(delivery_count)
             .collect()
     } else {
         Vec::new()
     };
-    // Looked up, not moved out: two entries may name one hash (an event and its replay).
-    let payloads: HashMap<String, Fields> = payload_keys
-        .into_iter()
-        .zip(replies)
-        .map(|(key, reply)| (key.to_owned(), parse_hash(reply)))
-        .collect();
+    let mut payloads = replies.into_iter();
     let now = Instant::now();
     Ok(batch
         .into_iter()
         .zip(headers)
         .enumerate()
         .map(|(i, (entry, header))| {
-            let fields = match &header {
-                Ok(h) => h
-                    .payload
-                    .as_ref()
-                    .map(|k| payloads.get(k).cloned().unwrap_or_default()),
-                Err(_) => None,
-            };
+            let fields = payload_of(&header).map(|_| parse_hash(payloads.next()));
             Job {
                 entry,
                 header,
@@ -87,9 +87,96 @@ pub(super) async fn jobs(
         .collect())
 }
 
-fn parse_hash(reply: Value) -> Fields {
-    let pairs: Vec<(String, Vec<u8>)> = redis::from_redis_value(reply).unwrap_or_default();
-    Fields::from(pairs)
+/// Turns the reader's batches into jobs for the worker, in order, until stopped. A failed
+/// fetch is tried again (the entries stay pending meanwhile) after 50 ms doubling to 5 s; an
+/// error retrying cannot help ends the consumer.
+pub(super) async fn fetcher(
+    shared: Arc<Shared>,
+    mut batches: mpsc::Receiver<Batch>,
+    out: mpsc::Sender<Incoming>,
+    stop: CancellationToken,
+) {
+    let mut conn = shared.commands.clone();
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return,
+            batch = batches.recv() => match batch { Some(batch) => batch, None => return },
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut entries = batch.entries;
+        let jobs = loop {
+            let fetched = tokio::select! {
+                biased;
+                fetched = jobs(&mut conn, &shared.keys, &shared.group, entries, batch.counts) => fetched,
+                _ = stop.cancelled() => return,
+            };
+            let e = match fetched {
+                Ok(jobs) => break jobs,
+                Err((e, back)) => {
+                    entries = back;
+                    e
+                }
+            };
+            match e {
+                e if is_fatal(&e) => {
+                    let _ = out.send(Incoming::Fatal(e)).await;
+                    return;
+                }
+                e => {
+                    let delay = backoff.next();
+                    tracing::warn!(stream = shared.keys.stream(), error = %e,
+                        retry_in_ms = delay.as_millis() as u64, "fetching payloads failed; will try again");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        if out.send(Incoming::Read(jobs)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The payload hash an entry names, if it is well formed and names one.
+fn payload_of(header: &Result<EntryHeader, Error>) -> Option<&str> {
+    header.as_ref().ok()?.payload.as_deref()
+}
+
+/// An `HGETALL` reply (RESP2 flat array or RESP3 map), moved into [`Fields`]; anything else,
+/// or no reply, is an empty hash: the payload is missing. A field name that is not UTF-8 is
+/// kept with its bytes replaced, so decoding names it.
+fn parse_hash(reply: Option<Value>) -> Fields {
+    let name = |v: Value| match v {
+        Value::BulkString(bytes) => String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Value::SimpleString(text) => text,
+        other => format!("{other:?}"),
+    };
+    let value = |v: Value| match v {
+        Value::BulkString(bytes) => bytes,
+        Value::SimpleString(text) => text.into_bytes(),
+        other => format!("{other:?}").into_bytes(),
+    };
+    let mut fields = Fields::new();
+    match reply {
+        Some(Value::Array(items)) => {
+            fields = Fields::with_capacity(items.len() / 2);
+            let mut items = items.into_iter();
+            while let (Some(n), Some(v)) = (items.next(), items.next()) {
+                fields.push(name(n), value(v));
+            }
+        }
+        Some(Value::Map(pairs)) => {
+            fields = Fields::with_capacity(pairs.len());
+            for (n, v) in pairs {
+                fields.push(name(n), value(v));
+            }
+        }
+        _ => {}
+    }
+    fields
 }
 
 /// One `XPENDING <s> <g> <id> <id> 1` row: `[[id, consumer, idle, deliveries]]`.

@@ -131,8 +131,9 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
         Ok(header) => header,
         Err(e) => return bury(shared, job, &e.to_string()).await,
     };
+    let none = Fields::new();
     let fields = match &job.fields {
-        None => Fields::new(),
+        None => &none,
         Some(fields) if fields.is_empty() => {
             let e = Error::MissingPayload {
                 entry: job.id().to_owned(),
@@ -140,7 +141,7 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
             };
             return bury(shared, job, &e.to_string()).await;
         }
-        Some(fields) => fields.clone(),
+        Some(fields) => fields,
     };
     let max = shared.retry.max_deliveries.max(1);
     if job.deliveries > max {
@@ -168,7 +169,7 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
         header.metadata(&shared.address, job.entry.id.clone(), job.deliveries),
         shared.acker.clone(),
     );
-    let handled = AssertUnwindSafe(shared.handler.handle(&ctx, &fields))
+    let handled = AssertUnwindSafe(shared.handler.handle(&ctx, fields))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {

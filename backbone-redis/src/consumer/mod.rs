@@ -1,6 +1,7 @@
 //! The Redis consumer: [`RedisConsumerBuilder`] checks the options, creates the group and starts
-//! three tasks: the reader and the claimer (`reader.rs`) bring entries, the worker
-//! (`worker.rs`) schedules them, each event's fate is decided in `job.rs`.
+//! four tasks: the reader and the claimer (`reader.rs`) bring entries, the fetcher
+//! (`fetch.rs`) fetches their payloads while the reader reads on, the worker (`worker.rs`)
+//! schedules them; each event's fate is decided in `job.rs`.
 
 mod fetch;
 mod job;
@@ -188,7 +189,9 @@ impl RedisConsumerBuilder {
     }
 
     /// How many events this consumer handles at once (default 1). Events with the same
-    /// ordering key are never handled at once and keep their order.
+    /// ordering key are never handled at once and keep their order. With 1, handlers run
+    /// inside the consumer's own task (no task per event); with more, each runs on its own
+    /// Tokio task, so handlers can run in parallel on a multi-threaded runtime.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self
@@ -262,7 +265,8 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             on_unknown: self.on_unknown,
             claim_min_idle: self.claim_min_idle,
         });
-        let (requests_tx, requests_rx) = mpsc::channel(1);
+        let (requests_tx, requests_rx) = mpsc::channel(worker::READS_AHEAD);
+        let (batches_tx, batches_rx) = mpsc::channel(1);
         let (incoming_tx, incoming_rx) = mpsc::channel(4);
         let tasks_stop = CancellationToken::new();
         let reader = Reader {
@@ -271,7 +275,18 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             connection: reader_conn,
             block: self.block,
         };
-        tokio::spawn(reader.run(requests_rx, incoming_tx.clone(), tasks_stop.clone()));
+        tokio::spawn(reader.run(
+            requests_rx,
+            batches_tx,
+            incoming_tx.clone(),
+            tasks_stop.clone(),
+        ));
+        tokio::spawn(fetch::fetcher(
+            shared.clone(),
+            batches_rx,
+            incoming_tx.clone(),
+            tasks_stop.clone(),
+        ));
         tokio::spawn(reader::claimer(
             shared.clone(),
             self.batch_size,

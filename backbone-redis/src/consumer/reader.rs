@@ -15,8 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetch;
 use super::job::{Job, Shared};
-use crate::connection::{reader_connection, redis_error};
+use crate::connection::{reader_connection, redis_error, Backoff};
 use crate::entry::{parse_entry, parse_read_reply, RawEntry};
+
+/// Entries read, on their way to the fetcher.
+pub(super) struct Batch {
+    pub entries: Vec<RawEntry>,
+    /// Read again from this consumer's pending entries: fetch their delivery counts too.
+    pub counts: bool,
+}
 
 /// What the tasks send the worker.
 pub(super) enum Incoming {
@@ -43,7 +50,10 @@ pub(super) fn is_fatal(e: &Error) -> bool {
     )
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The reader's backoff after a failed read: 100 ms doubling to 5 s.
+fn read_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
 
 pub(super) struct Reader {
     pub shared: Arc<Shared>,
@@ -53,16 +63,19 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    /// Serves read requests (each carries the number of entries wanted) until stopped.
+    /// Serves read requests (each carries the number of entries wanted) until stopped: each
+    /// non-empty batch goes to the [fetcher](fetch::fetcher), which fetches its payloads while
+    /// this task already reads the next batch.
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<usize>,
+        batches: mpsc::Sender<Batch>,
         out: mpsc::Sender<Incoming>,
         stop: CancellationToken,
     ) {
         // `Some(cursor)`: re-reading own pending entries after `cursor`; `None`: reading new ones.
         let mut pending: Option<String> = Some("0-0".into());
-        let mut failures = 0u32;
+        let mut backoff = read_backoff();
         loop {
             let count = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -75,28 +88,18 @@ impl Reader {
                     _ = stop.cancelled() => return,
                 };
                 match result {
-                    Ok(batch) if batch.is_empty() => pending = None,
-                    Ok(batch) => {
-                        failures = 0;
+                    Ok(entries) if entries.is_empty() => pending = None,
+                    Ok(entries) => {
+                        backoff = read_backoff();
                         let counts = pending.is_some();
-                        if let (Some(cursor), Some(last)) = (pending.as_mut(), batch.last()) {
+                        if let (Some(cursor), Some(last)) = (pending.as_mut(), entries.last()) {
                             *cursor = last.id.clone();
                         }
-                        match self.jobs(batch, counts).await {
-                            Ok(jobs) => {
-                                let _ = out.send(Incoming::Read(jobs)).await;
-                                break;
-                            }
-                            Err(e) => {
-                                if self.recover(e, &out, &stop, &mut failures).await.is_err() {
-                                    return;
-                                }
-                                pending = Some("0-0".into());
-                            }
-                        }
+                        let _ = batches.send(Batch { entries, counts }).await;
+                        break;
                     }
                     Err(e) => {
-                        if self.recover(e, &out, &stop, &mut failures).await.is_err() {
+                        if self.recover(e, &out, &stop, &mut backoff).await.is_err() {
                             return;
                         }
                         pending = Some("0-0".into());
@@ -129,32 +132,19 @@ impl Reader {
             .map_err(|reason| Error::channel(context(), format!("unexpected reply: {reason}")))
     }
 
-    async fn jobs(&mut self, batch: Vec<RawEntry>, counts: bool) -> Result<Vec<Job>, Error> {
-        let shared = &self.shared;
-        fetch::jobs(
-            &mut shared.commands.clone(),
-            &shared.keys,
-            &shared.group,
-            batch,
-            counts,
-        )
-        .await
-    }
-
     /// Backs off and reconnects after a transient error; sends fatal ones to the worker.
     async fn recover(
         &mut self,
         e: Error,
         out: &mpsc::Sender<Incoming>,
         stop: &CancellationToken,
-        failures: &mut u32,
+        backoff: &mut Backoff,
     ) -> Result<(), ()> {
         if is_fatal(&e) {
             let _ = out.send(Incoming::Fatal(e)).await;
             return Err(());
         }
-        *failures += 1;
-        let delay = (Duration::from_millis(50) * 2u32.pow((*failures).min(7))).min(MAX_BACKOFF);
+        let delay = backoff.next();
         tracing::warn!(stream = self.shared.keys.stream(), consumer = %self.shared.name, error = %e,
             retry_in_ms = delay.as_millis() as u64, "read failed; reconnecting");
         tokio::select! {
@@ -250,7 +240,9 @@ async fn claim_round(
                 count = entries.len(),
                 "claimed idle entries"
             );
-            let jobs = fetch::jobs(conn, &shared.keys, &shared.group, entries, true).await?;
+            let jobs = fetch::jobs(conn, &shared.keys, &shared.group, entries, true)
+                .await
+                .map_err(|(e, _)| e)?;
             if out.send(Incoming::Claimed(jobs)).await.is_err() {
                 return Ok(());
             }

@@ -1,15 +1,20 @@
-//! The consumer's scheduler. It asks the reader for entries half a batch before it runs out
-//! (so the next batch is fetched while handlers run), runs up to `concurrency` jobs at once
-//! (never two with the same ordering key, and those in order), holds failed jobs until their
-//! retry is due while other events flow, acknowledges successes in batches, and on shutdown
-//! lets jobs in flight finish within the grace period.
+//! The consumer's scheduler. It keeps up to two read requests outstanding while less than a
+//! batch is queued (so the next batches are read and fetched while handlers run), runs up to
+//! `concurrency` jobs at once, inside its own task when that is 1 (never two with the same
+//! ordering key, and those in order), holds failed jobs until their retry is due while other
+//! events flow, acknowledges successes in batches, and on shutdown lets jobs in flight finish
+//! within the grace period.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backbone_core::Error;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -19,6 +24,10 @@ use tokio_util::time::DelayQueue;
 use super::job::{self, Job, Outcome, Shared};
 use super::reader::Incoming;
 use crate::connection::redis_error;
+
+/// Read requests the worker keeps outstanding: while the fetcher fetches one batch's payloads,
+/// the reader already reads the next.
+pub(super) const READS_AHEAD: usize = 2;
 
 /// How often acknowledgements waiting for a batch are flushed anyway.
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
@@ -31,7 +40,7 @@ pub(super) struct Worker {
     pub shutdown_grace: Duration,
     pub requests: mpsc::Sender<usize>,
     pub incoming: mpsc::Receiver<Incoming>,
-    /// Stops the reader and the claimer.
+    /// Stops the reader, the fetcher and the claimer.
     pub tasks_stop: CancellationToken,
 }
 
@@ -46,13 +55,14 @@ struct State {
     /// Successes to `XACK`.
     acks: Vec<String>,
     handled: u64,
-    read_outstanding: bool,
+    /// The entry counts of the read requests not answered yet, oldest first.
+    reads: VecDeque<usize>,
 }
 
 impl Worker {
     pub(super) async fn run(mut self, stop: CancellationToken) -> Result<(), Error> {
         let mut st = State::default();
-        let mut running: JoinSet<(Job, Outcome)> = JoinSet::new();
+        let mut running = Running::new(self.concurrency);
         let mut retries: DelayQueue<Job> = DelayQueue::new();
         let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
         let mut stopping: Option<Instant> = None; // the grace deadline, once stopping
@@ -77,14 +87,14 @@ impl Worker {
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => match done {
                     Ok((job, outcome)) => self.settle(&mut st, &mut retries, job, outcome),
-                    Err(e) => tracing::error!(error = %e, "a handler task was lost; its entry stays pending"),
+                    Err(e) => tracing::error!(error = e, "a job was lost; its entry stays pending"),
                 },
                 Some(expired) = retries.next(), if !retries.is_empty() && stopping.is_none() => {
                     st.queue.push_front(expired.into_inner());
                 }
                 incoming = self.incoming.recv(), if stopping.is_none() => match incoming {
                     Some(Incoming::Read(jobs)) => {
-                        st.read_outstanding = false;
+                        st.reads.pop_front();
                         self.enqueue(&mut st, jobs);
                     }
                     Some(Incoming::Claimed(jobs)) => self.enqueue(&mut st, jobs),
@@ -122,20 +132,25 @@ impl Worker {
         self.max_messages.is_some_and(|max| st.handled >= max)
     }
 
-    /// Asks the reader for more when less than half a batch is queued.
+    /// Asks the reader for more while less than a batch is queued, keeping up to
+    /// [`READS_AHEAD`] requests outstanding, and never for more than `max_messages` allows.
     fn request_read(&self, st: &mut State, running: usize) {
-        if st.read_outstanding || st.queue.len() >= self.batch_size.div_ceil(2) {
-            return;
-        }
-        let count = match self.max_messages {
-            Some(max) => {
-                let open = max.saturating_sub(st.handled + (st.queue.len() + running) as u64);
-                (open as usize).clamp(1, self.batch_size)
+        while st.reads.len() < READS_AHEAD && st.queue.len() < self.batch_size {
+            let count = match self.max_messages {
+                Some(max) => {
+                    let requested: usize = st.reads.iter().sum();
+                    let expected = st.handled + (st.queue.len() + running + requested) as u64;
+                    match max.saturating_sub(expected) {
+                        0 => return,
+                        open => (open as usize).min(self.batch_size),
+                    }
+                }
+                None => self.batch_size,
+            };
+            if self.requests.try_send(count).is_err() {
+                return;
             }
-            None => self.batch_size,
-        };
-        if self.requests.try_send(count).is_ok() {
-            st.read_outstanding = true;
+            st.reads.push_back(count);
         }
     }
 
@@ -148,7 +163,7 @@ impl Worker {
     }
 
     /// Starts queued jobs while there is room, skipping those whose key is busy.
-    fn start_jobs(&self, st: &mut State, running: &mut JoinSet<(Job, Outcome)>) {
+    fn start_jobs(&self, st: &mut State, running: &mut Running) {
         while running.len() < self.concurrency {
             if let Some(max) = self.max_messages {
                 if st.handled + running.len() as u64 >= max {
@@ -165,7 +180,7 @@ impl Worker {
             if let Some(key) = job.key() {
                 st.keys.insert(key.to_owned(), job.id().to_owned());
             }
-            running.spawn(job::run(self.shared.clone(), job));
+            running.start(job::run(self.shared.clone(), job));
         }
     }
 
@@ -183,14 +198,8 @@ impl Worker {
                 retries.insert(job, delay);
                 return;
             }
-            Outcome::Handled { ack } => {
-                st.handled += 1;
-                if ack {
-                    st.acks.push(job.id().to_owned());
-                }
-            }
-            Outcome::Skipped => st.acks.push(job.id().to_owned()),
-            Outcome::Settled => {}
+            Outcome::Handled { .. } => st.handled += 1,
+            Outcome::Skipped | Outcome::Settled => {}
         }
         if let Some(key) = job.key() {
             if st.keys.get(key).is_some_and(|holder| holder == job.id()) {
@@ -198,6 +207,9 @@ impl Worker {
             }
         }
         st.known.remove(job.id());
+        if matches!(outcome, Outcome::Handled { ack: true } | Outcome::Skipped) {
+            st.acks.push(std::mem::take(&mut job.entry.id));
+        }
     }
 
     /// `XACK` of every success so far, in one command. On failure the entries stay pending
@@ -217,6 +229,63 @@ impl Worker {
         if let Err(e) = result {
             let e = redis_error(format!("XACK on {}", shared.keys.stream()), e);
             tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
+        }
+    }
+}
+
+/// The jobs in flight. With `concurrency` 1 they are polled inside the worker's own task (no
+/// task per event); otherwise each runs on its own Tokio task, so handlers run in parallel.
+enum Running {
+    Inline(FuturesUnordered<BoxFuture<'static, Result<(Job, Outcome), String>>>),
+    Spawned(JoinSet<(Job, Outcome)>),
+}
+
+impl Running {
+    fn new(concurrency: usize) -> Self {
+        match concurrency {
+            1 => Running::Inline(FuturesUnordered::new()),
+            _ => Running::Spawned(JoinSet::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Running::Inline(jobs) => jobs.len(),
+            Running::Spawned(jobs) => jobs.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn start(&mut self, job: impl Future<Output = (Job, Outcome)> + Send + 'static) {
+        match self {
+            // `job::run` catches a handler's panic; this catches any other, as a task would.
+            Running::Inline(jobs) => jobs.push(Box::pin(
+                AssertUnwindSafe(job)
+                    .catch_unwind()
+                    .map(|done| done.map_err(|_| "the job panicked".to_owned())),
+            )),
+            Running::Spawned(jobs) => {
+                jobs.spawn(job);
+            }
+        }
+    }
+
+    /// The next job to finish, or why it was lost.
+    async fn join_next(&mut self) -> Option<Result<(Job, Outcome), String>> {
+        match self {
+            Running::Inline(jobs) => jobs.next().await,
+            Running::Spawned(jobs) => Some(jobs.join_next().await?.map_err(|e| e.to_string())),
+        }
+    }
+
+    /// Drops (cancels) every job in flight.
+    fn abort_all(&mut self) {
+        match self {
+            Running::Inline(jobs) => *jobs = FuturesUnordered::new(),
+            Running::Spawned(jobs) => jobs.abort_all(),
         }
     }
 }
