@@ -365,6 +365,8 @@ pub struct Run {
     pub events: u64,
     pub took: Duration,
     pub redis_cpu: Duration,
+    /// CPU time of this process (all threads) during the run.
+    pub client_cpu: Duration,
 }
 
 /// Runs `work` (which returns its own timing) between two readings of Redis's CPU time.
@@ -374,13 +376,28 @@ pub async fn measured(
     work: impl std::future::Future<Output = Res<Duration>>,
 ) -> Res<Run> {
     let before = redis_cpu(ctx).await?;
+    let client_before = client_cpu();
     let took = work.await?;
+    let client_cpu = client_cpu().saturating_sub(client_before);
     let after = redis_cpu(ctx).await?;
     Ok(Run {
         events,
         took,
         redis_cpu: Duration::from_secs_f64((after - before).max(0.0)),
+        client_cpu,
     })
+}
+
+/// This process's CPU time so far (all threads, user + sys).
+fn client_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 /// The Redis server's CPU seconds so far (all threads, user + sys).
@@ -410,6 +427,13 @@ pub fn cpu_us(runs: &[Run]) -> f64 {
     cpu * 1e6 / events.max(1) as f64
 }
 
+/// This process's CPU microseconds per event over several runs.
+pub fn client_us(runs: &[Run]) -> f64 {
+    let events: u64 = runs.iter().map(|r| r.events).sum();
+    let cpu: f64 = runs.iter().map(|r| r.client_cpu.as_secs_f64()).sum();
+    cpu * 1e6 / events.max(1) as f64
+}
+
 /// Per-run figures for the JSON object.
 pub fn per_run(runs: &[Run]) -> serde_json::Value {
     let runs: Vec<_> = runs
@@ -418,6 +442,7 @@ pub fn per_run(runs: &[Run]) -> serde_json::Value {
             serde_json::json!({
                 "events_per_s": rate(&[*r]),
                 "redis_cpu_us_per_event": cpu_us(&[*r]),
+                "client_cpu_us_per_event": client_us(&[*r]),
             })
         })
         .collect();

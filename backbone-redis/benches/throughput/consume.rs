@@ -10,8 +10,8 @@ use redis::Value;
 use serde_json::json;
 
 use crate::common::{
-    cpu_us, create_group, fill, measured, pending, per_run, rate, raw_consume, Ctx, NoOp, Res, Run,
-    ShipmentTrackingConsumerBuilderExt,
+    client_us, cpu_us, create_group, fill, measured, pending, per_run, rate, raw_consume, Ctx,
+    NoOp, Res, Run, ShipmentTrackingConsumerBuilderExt,
 };
 use crate::report::{eps, Row};
 
@@ -102,6 +102,12 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
             format!("{:.1} us", cpu_us(&rw)),
         )
         .ratio(cpu_us(&fw) / cpu_us(&rw)),
+        Row::new(
+            "  consume: client CPU per event (us)",
+            format!("{:.1} us", client_us(&fw)),
+            format!("{:.1} us", client_us(&rw)),
+        )
+        .ratio(client_us(&fw) / client_us(&rw)),
     ];
     let figures = json!({
         "events": n,
@@ -113,6 +119,8 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
         "met": ratio >= 1.0,
         "framework_redis_cpu_us_per_event": cpu_us(&fw),
         "raw_redis_cpu_us_per_event": cpu_us(&rw),
+        "framework_client_cpu_us_per_event": client_us(&fw),
+        "raw_client_cpu_us_per_event": client_us(&rw),
         "rounds": { "framework": per_run(&fw), "raw": per_run(&rw) },
     });
     Ok((rows, figures))

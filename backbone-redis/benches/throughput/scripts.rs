@@ -1,36 +1,61 @@
 //! The raw baselines' Lua: the same checks and writes as the framework's publish script
 //! (`src/producer.rs`) and append script (`src/store/append.rs`), written out by hand.
 
-/// KEYS: stream, payload hash. ARGV: message id, operation, version, produced_at, ordering key
-/// ('' for none), payload TTL ms ('0' for none), field count n, n name/value pairs.
+/// KEYS: stream, then one marker (payload hash) per event. ARGV: payload TTL ms ('0' for
+/// none), event count m, then per event: message id, operation, version, produced_at, ordering
+/// key ('' for none), field count n, n name/value pairs.
 pub const PUBLISH: &str = r#"
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return false
-end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
   return redis.error_reply('bench: ' .. KEYS[1] .. ' holds a ' .. kind .. ', not a stream')
 end
-local entry = {'message_id', ARGV[1], 'operation', ARGV[2], 'version', ARGV[3],
-  'produced_at', ARGV[4]}
-if ARGV[5] ~= '' then
-  table.insert(entry, 'key')
-  table.insert(entry, ARGV[5])
-end
-local n = tonumber(ARGV[7])
-if n > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 8, 7 + 2 * n))
-  if ARGV[6] ~= '0' then
-    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
+local replies = {}
+local at = 3
+for i = 1, tonumber(ARGV[2]) do
+  local marker = KEYS[1 + i]
+  local n = tonumber(ARGV[at + 5])
+  local fresh
+  if n > 0 then
+    fresh = pcall('HSET', marker, unpack(ARGV, at + 6, at + 5 + 2 * n))
+  else
+    fresh = 1 - redis.call('EXISTS', marker)
   end
-  table.insert(entry, 'payload')
-  table.insert(entry, KEYS[2])
+  if fresh == 0 then
+    replies[i] = false
+  elseif type(fresh) == 'table' then
+    replies[i] = {'error', marker .. ': ' .. fresh['err']}
+  else
+    local id
+    local key = ARGV[at + 4]
+    if n > 0 then
+      if key == '' then
+        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'payload', marker)
+      else
+        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key, 'payload', marker)
+      end
+    elseif key == '' then
+      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3])
+    else
+      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key)
+    end
+    if type(id) == 'table' then
+      if n > 0 then
+        redis.call('DEL', marker)
+      end
+      replies[i] = {'error', stream .. ': ' .. id['err']}
+    else
+      if n == 0 then
+        redis.call('SET', marker, id, 'PX', 600000)
+      elseif ttl ~= '0' then
+        redis.call('PEXPIRE', marker, ttl)
+      end
+      replies[i] = id
+    end
+  end
+  at = at + 6 + 2 * n
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(entry))
-if n == 0 then
-  redis.call('SET', KEYS[2], id, 'PX', 600000)
-end
-return id
+return replies
 "#;
 
 /// KEYS: stream, aggregate stream, stats hash, [idempotency record], one payload hash per event.
