@@ -158,6 +158,8 @@ async fn write_bad_entries(url: &str, uri: &str) -> (String, Vec<String>) {
     let id = MessageId::new().to_string();
     let bad_payload = format!("bb:{{{uri}}}:payload:bad");
     let gone = format!("bb:{{{uri}}}:payload:gone");
+    let not_a_hash = format!("bb:{{{uri}}}:payload:string");
+    let _: () = raw.set(&not_a_hash, "not a hash").await.unwrap();
     let _: () = raw
         .hset(&bad_payload, "n", "\"not a number\"")
         .await
@@ -209,6 +211,10 @@ async fn write_bad_entries(url: &str, uri: &str) -> (String, Vec<String>) {
         (
             meta("tick", "0"),
             "cannot decode parameter `n` of operation `tick`: the field is missing".into(),
+        ),
+        (
+            with_payload(meta("tick", "0"), &not_a_hash),
+            format!("payload `{not_a_hash}` cannot be read: \"WRONGTYPE\""),
         ),
     ];
     let mut reasons = Vec::new();
@@ -287,7 +293,7 @@ async fn unknown_operations_can_be_skipped() {
     let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
         .await
         .unwrap();
-    wait_dead_letters(&dead, 6).await;
+    wait_dead_letters(&dead, 7).await;
     let reasons: Vec<String> = dead
         .list(None, 100)
         .await

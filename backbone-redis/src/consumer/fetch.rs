@@ -12,7 +12,7 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::job::{Job, Shared};
+use super::job::{Job, Payload, Shared};
 use super::reader::{is_fatal, Batch, Incoming};
 use crate::connection::{redis_error, Backoff};
 use crate::entry::{bytes_to_string, EntryHeader, RawEntry};
@@ -31,6 +31,8 @@ pub(super) async fn jobs(
     // One HGETALL per entry that names a payload, in entry order, so that each reply moves
     // into its own job (two entries naming one hash, an event and its replay, each get theirs).
     let mut pipe = redis::pipe();
+    // Errors come back as replies, so that one bad payload key cannot fail the whole batch.
+    pipe.ignore_errors();
     let mut hashes = 0;
     for key in headers.iter().filter_map(payload_of) {
         pipe.cmd("HGETALL").arg(key);
@@ -58,6 +60,17 @@ pub(super) async fn jobs(
             }
         }
     };
+    // A payload key holding another type (WRONGTYPE) is that entry's problem, dead-lettered
+    // with the reason; any other error reply fails the fetch, which is tried again.
+    let failed = replies.iter().find_map(|reply| match reply {
+        Value::ServerError(e) if e.code() != "WRONGTYPE" => Some(e.clone()),
+        _ => None,
+    });
+    if let Some(e) = failed {
+        drop(headers);
+        let e = redis_error(format!("fetch payloads of {}", keys.stream()), e.into());
+        return Err((e, batch));
+    }
     let pending: Vec<u32> = if counts {
         replies
             .split_off(hashes.min(replies.len()))
@@ -74,11 +87,14 @@ pub(super) async fn jobs(
         .zip(headers)
         .enumerate()
         .map(|(i, (entry, header))| {
-            let fields = payload_of(&header).map(|_| parse_hash(payloads.next()));
+            let payload = match payload_of(&header) {
+                None => Payload::None,
+                Some(_) => parse_hash(payloads.next()),
+            };
             Job {
                 entry,
                 header,
-                fields,
+                payload,
                 deliveries: pending.get(i).copied().unwrap_or(1).max(1),
                 since: now,
                 retry_after: None,
@@ -144,10 +160,10 @@ fn payload_of(header: &Result<EntryHeader, Error>) -> Option<&str> {
     header.as_ref().ok()?.payload.as_deref()
 }
 
-/// An `HGETALL` reply (RESP2 flat array or RESP3 map), moved into [`Fields`]; anything else,
-/// or no reply, is an empty hash: the payload is missing. A field name that is not UTF-8 is
-/// kept with its bytes replaced, so decoding names it.
-fn parse_hash(reply: Option<Value>) -> Fields {
+/// An `HGETALL` reply (RESP2 flat array or RESP3 map), moved into [`Fields`]; an error reply
+/// makes the payload unreadable; anything else, or no reply, is an empty hash: the payload is
+/// missing. A field name that is not UTF-8 is kept with its bytes replaced, so decoding names it.
+fn parse_hash(reply: Option<Value>) -> Payload {
     let name = |v: Value| match v {
         Value::BulkString(bytes) => String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -174,9 +190,10 @@ fn parse_hash(reply: Option<Value>) -> Fields {
                 fields.push(name(n), value(v));
             }
         }
+        Some(Value::ServerError(e)) => return Payload::Unreadable(e.to_string()),
         _ => {}
     }
-    fields
+    Payload::Fields(fields)
 }
 
 /// One `XPENDING <s> <g> <id> <id> 1` row: `[[id, consumer, idle, deliveries]]`.

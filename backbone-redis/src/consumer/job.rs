@@ -39,8 +39,7 @@ pub(super) struct Shared {
 pub(super) struct Job {
     pub entry: RawEntry,
     pub header: Result<EntryHeader, Error>,
-    /// `None`: the entry names no payload. `Some(empty)`: the payload hash is missing.
-    pub fields: Option<Fields>,
+    pub payload: Payload,
     /// Deliveries to this group so far, this one included.
     pub deliveries: u32,
     /// When this delivery was read or last (re)claimed by this consumer.
@@ -58,6 +57,16 @@ impl Job {
     pub fn key(&self) -> Option<&str> {
         self.header.as_ref().ok()?.key.as_deref()
     }
+}
+
+/// An entry's payload, as fetched.
+pub(super) enum Payload {
+    /// The entry names no payload hash (an operation without parameters).
+    None,
+    /// The hash's fields; none when the hash is missing.
+    Fields(Fields),
+    /// The key holds something other than a hash: the error Redis gave.
+    Unreadable(String),
 }
 
 /// What became of a job.
@@ -132,16 +141,21 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
         Err(e) => return bury(shared, job, &e.to_string()).await,
     };
     let none = Fields::new();
-    let fields = match &job.fields {
-        None => &none,
-        Some(fields) if fields.is_empty() => {
+    let key = || header.payload.clone().unwrap_or_default();
+    let fields = match &job.payload {
+        Payload::None => &none,
+        Payload::Fields(fields) if fields.is_empty() => {
             let e = Error::MissingPayload {
                 entry: job.id().to_owned(),
-                key: header.payload.clone().unwrap_or_default(),
+                key: key(),
             };
             return bury(shared, job, &e.to_string()).await;
         }
-        Some(fields) => fields,
+        Payload::Fields(fields) => fields,
+        Payload::Unreadable(why) => {
+            let reason = format!("payload `{}` cannot be read: {why}", key());
+            return bury(shared, job, &reason).await;
+        }
     };
     let max = shared.retry.max_deliveries.max(1);
     if job.deliveries > max {
