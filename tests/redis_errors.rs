@@ -222,6 +222,16 @@ async fn write_bad_entries(url: &str, uri: &str) -> (String, Vec<String>) {
         let _: String = raw.xadd(&stream, "*", &fields).await.unwrap();
         reasons.push(reason);
     }
+    // A field name that is not UTF-8 fails neither the read nor its batch.
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    reasons.push("field `message_id` is missing".into());
     (stream, reasons)
 }
 
@@ -293,7 +303,7 @@ async fn unknown_operations_can_be_skipped() {
     let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
         .await
         .unwrap();
-    wait_dead_letters(&dead, 7).await;
+    wait_dead_letters(&dead, 8).await;
     let reasons: Vec<String> = dead
         .list(None, 100)
         .await

@@ -190,18 +190,14 @@ pub(crate) fn parse_entry(item: Value) -> Result<RawEntry, String> {
             let mut out = Vec::with_capacity(values.len() / 2);
             let mut values = values.into_iter();
             while let (Some(name), Some(value)) = (values.next(), values.next()) {
-                let name = bytes_to_string(name)
-                    .ok_or_else(|| format!("entry {id}: a field name is not a string"))?;
-                out.push((name, value_bytes(value)));
+                out.push((field_name(name), value_bytes(value)));
             }
             Some(out)
         }
         Value::Map(pairs) => {
             let mut out = Vec::with_capacity(pairs.len());
             for (name, value) in pairs {
-                let name = bytes_to_string(name)
-                    .ok_or_else(|| format!("entry {id}: a field name is not a string"))?;
-                out.push((name, value_bytes(value)));
+                out.push((field_name(name), value_bytes(value)));
             }
             Some(out)
         }
@@ -216,6 +212,17 @@ pub(crate) fn bytes_to_string(v: Value) -> Option<String> {
         Value::SimpleString(s) => Some(s),
         Value::VerbatimString { text, .. } => Some(text),
         _ => None,
+    }
+}
+
+/// A field name; one that is not UTF-8 is kept with its bad bytes replaced, so that one odd
+/// entry never fails the batch it came in (if it hides a field backbone needs, the entry is
+/// dead-lettered for lacking it).
+fn field_name(v: Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        other => bytes_to_string(other).unwrap_or_default(),
     }
 }
 
