@@ -3,7 +3,7 @@
 //! event's `time` parameter is the monotonic clock (ns) read just before the send starts; the
 //! consumer records now − time when its handler runs. Framework: the generated producer and a
 //! consumer; raw: the HSET + XADD pipeline and the raw XREADGROUP loop (BLOCK, on its own
-//! connection).
+//! connection). Each side runs `--rounds` times, alternating, and the samples are pooled.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,8 +71,9 @@ impl Latency {
     }
 }
 
-/// One run: `rate` events/s for the configured duration, framework or raw.
-async fn measure(ctx: &Ctx, framework: bool, rate: u64, secs: f64) -> Res<Latency> {
+/// One run: `rate` events/s for `secs`, framework or raw; returns the latencies (ns) and the
+/// achieved rate.
+async fn measure(ctx: &Ctx, framework: bool, rate: u64, secs: f64) -> Res<(Vec<u64>, f64)> {
     let total = ((rate as f64 * secs) as u64).max(1);
     let uri = unique_name("latency");
     let keys = ctx.keys(&uri);
@@ -124,7 +125,31 @@ async fn measure(ctx: &Ctx, framework: bool, rate: u64, secs: f64) -> Res<Latenc
     let (consumed, achieved) = tokio::join!(consume, produce);
     let achieved = achieved?;
     consumed?;
-    Ok(summarize(&samples, achieved))
+    let samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    Ok((samples, achieved))
+}
+
+/// `rounds` alternated pairs of runs (framework first in even rounds when `fw_first`), each
+/// `secs / rounds` long, so that a disturbance of the machine or of Redis (a rehash after the
+/// previous scenario's cleanup, say) does not land on one side only; the samples are pooled.
+async fn alternated(ctx: &Ctx, rate: u64, secs: f64, fw_first: bool) -> Res<(Latency, Latency)> {
+    let rounds = ctx.opts.rounds.max(1);
+    let each = secs / rounds as f64;
+    let (mut fw, mut raw) = ((Vec::new(), 0.0), (Vec::new(), 0.0));
+    for round in 0..rounds {
+        let sides = match (round % 2 == 0) == fw_first {
+            true => [true, false],
+            false => [false, true],
+        };
+        for framework in sides {
+            let (samples, achieved) = measure(ctx, framework, rate, each).await?;
+            let side = if framework { &mut fw } else { &mut raw };
+            side.0.extend(samples);
+            side.1 += achieved / rounds as f64;
+        }
+        ctx.cleanup().await?;
+    }
+    Ok((summarize(fw.0, fw.1), summarize(raw.0, raw.1)))
 }
 
 /// Sends `total` events at `rate`; returns the achieved rate.
@@ -190,8 +215,7 @@ async fn pace(ctx: &Ctx, framework: bool, uri: &str, rate: u64, total: u64) -> R
     })
 }
 
-fn summarize(samples: &Samples, achieved_rate: f64) -> Latency {
-    let mut v = std::mem::take(&mut *samples.lock().expect("samples"));
+fn summarize(mut v: Vec<u64>, achieved_rate: f64) -> Latency {
     v.sort_unstable();
     Latency {
         count: v.len(),
@@ -212,14 +236,7 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
     let mut rows = Vec::new();
     let mut figures = Vec::new();
     for (k, &rate) in ctx.opts.rates.iter().enumerate() {
-        let (fw, raw) = if k % 2 == 0 {
-            let fw = measure(ctx, true, rate, secs).await?;
-            (fw, measure(ctx, false, rate, secs).await?)
-        } else {
-            let raw = measure(ctx, false, rate, secs).await?;
-            (measure(ctx, true, rate, secs).await?, raw)
-        };
-        ctx.cleanup().await?;
+        let (fw, raw) = alternated(ctx, rate, secs, k % 2 == 0).await?;
         let checked = rate == TARGET_RATE;
         let met = fw.p99 <= TARGET_P99_NS;
         for (name, f, r) in [

@@ -15,7 +15,8 @@ Framework vs raw redis-rs doing the same Redis work, on $REDIS_URL or a redis-se
   --in-flight D   requests each producer task keeps in flight (default 8)
   --batch B       consumer batch size (default 100)
   --rounds R      alternated framework/raw rounds per scenario (default 3; --quick: 2)
-  --duration S    seconds per latency run (default 10; --quick: 1)
+  --duration S    seconds of latency runs per side and rate, split over the rounds
+                  (default 10; --quick: 1)
   --rates A,B     offered rates of the latency runs, events/s (default 1000,10000)
   --long N        entries of the long stream of scenario 5 (default 1000000; --quick: 100000)
   --only LIST     run only these scenarios, e.g. produce,latency (of: produce, consume,
