@@ -2,8 +2,8 @@
 //! batch is queued (so the next batches are read and fetched while handlers run), runs up to
 //! `concurrency` jobs at once, inside its own task when that is 1 (never two with the same
 //! ordering key, and those in order), holds failed jobs until their retry is due while other
-//! events flow, acknowledges successes in batches, and on shutdown lets jobs in flight finish
-//! within the grace period.
+//! events flow, acknowledges successes in batches (sending each `XACK` without waiting for
+//! it), and on shutdown lets jobs in flight finish within the grace period.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -54,6 +54,8 @@ struct State {
     keys: HashMap<String, String>,
     /// Successes to `XACK`.
     acks: Vec<String>,
+    /// `XACK`s sent and not answered yet.
+    acking: JoinSet<()>,
     handled: u64,
     /// The entry counts of the read requests not answered yet, oldest first.
     reads: VecDeque<usize>,
@@ -81,7 +83,7 @@ impl Worker {
                 }
             }
             if st.acks.len() >= self.batch_size {
-                self.flush(&mut st).await;
+                self.flush(&mut st);
             }
             let deadline = stopping.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -113,11 +115,11 @@ impl Worker {
                     running.abort_all();
                     break;
                 }
-                _ = ack_tick.tick(), if !st.acks.is_empty() => self.flush(&mut st).await,
+                _ = ack_tick.tick(), if !st.acks.is_empty() => self.flush(&mut st),
             }
         }
         self.tasks_stop.cancel();
-        self.flush(&mut st).await;
+        self.finish_acks(&mut st).await;
         match fatal {
             Some(e) => {
                 tracing::error!(stream = self.shared.keys.stream(), group = %self.shared.group,
@@ -212,24 +214,34 @@ impl Worker {
         }
     }
 
-    /// `XACK` of every success so far, in one command. On failure the entries stay pending
-    /// and are delivered again: a duplicate, never a loss.
-    async fn flush(&self, st: &mut State) {
+    /// Sends one `XACK` of every success so far without waiting for it (the worker goes on
+    /// handling events meanwhile); [`finish_acks`](Self::finish_acks) waits for them. On
+    /// failure the entries stay pending and are delivered again: a duplicate, never a loss.
+    fn flush(&self, st: &mut State) {
+        while st.acking.try_join_next().is_some() {}
         if st.acks.is_empty() {
             return;
         }
         let acks = std::mem::take(&mut st.acks);
-        let shared = &self.shared;
-        let result: Result<i64, _> = redis::cmd("XACK")
-            .arg(shared.keys.stream())
-            .arg(&shared.group)
-            .arg(&acks)
-            .query_async(&mut shared.commands.clone())
-            .await;
-        if let Err(e) = result {
-            let e = redis_error(format!("XACK on {}", shared.keys.stream()), e);
-            tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
-        }
+        let shared = self.shared.clone();
+        st.acking.spawn(async move {
+            let result: Result<i64, _> = redis::cmd("XACK")
+                .arg(shared.keys.stream())
+                .arg(&shared.group)
+                .arg(&acks)
+                .query_async(&mut shared.commands.clone())
+                .await;
+            if let Err(e) = result {
+                let e = redis_error(format!("XACK on {}", shared.keys.stream()), e);
+                tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
+            }
+        });
+    }
+
+    /// Sends what is left to acknowledge and waits for every `XACK` sent.
+    async fn finish_acks(&self, st: &mut State) {
+        self.flush(st);
+        while st.acking.join_next().await.is_some() {}
     }
 }
 
