@@ -162,7 +162,8 @@ pub async fn run_long(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
     }
     // runs[stream][0 framework, 1 raw]
     let mut runs: [[Vec<Run>; 2]; 2] = Default::default();
-    let rounds = 2 * ctx.opts.rounds;
+    // Short runs (one 10k stream's worth) vary by about 15% each: many of them, pooled.
+    let rounds = 4 * ctx.opts.rounds;
     for round in 0..rounds {
         // Short and long alternate, and so do framework and raw.
         let mut plan = vec![(0, 0), (1, 0), (1, 1), (0, 1)];
@@ -231,6 +232,12 @@ pub async fn run_long(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
         "framework_long_redis_cpu_us_per_event": cpu_us(&runs[1][0]),
         "raw_short_redis_cpu_us_per_event": cpu_us(&runs[0][1]),
         "raw_long_redis_cpu_us_per_event": cpu_us(&runs[1][1]),
+        "rounds": {
+            "framework_short": per_run(&runs[0][0]),
+            "framework_long": per_run(&runs[1][0]),
+            "raw_short": per_run(&runs[0][1]),
+            "raw_long": per_run(&runs[1][1]),
+        },
     });
     Ok((rows, figures))
 }
