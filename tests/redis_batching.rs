@@ -53,12 +53,6 @@ async fn entries(url: &str, uri: &str) -> Vec<Entry> {
         .collect()
 }
 
-/// The message ids of the entries in `uri`'s stream, oldest first.
-async fn stream_ids(url: &str, uri: &str) -> Vec<MessageId> {
-    let entries = entries(url, uri).await;
-    entries.iter().map(|e| e.message_id).collect()
-}
-
 /// The tick number each tick entry of `uri`'s stream carries, decoded from its payload hash;
 /// checks that the hash is the one of the entry's own message id.
 async fn ticks_in_stream(url: &str, uri: &str) -> HashMap<MessageId, u64> {

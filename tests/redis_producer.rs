@@ -12,17 +12,6 @@ use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-/// The message ids of the entries in `uri`'s stream, oldest first.
-async fn stream_ids(url: &str, uri: &str) -> Vec<MessageId> {
-    let mut raw = raw(url).await;
-    let range: redis::streams::StreamRangeReply = raw.xrange_all(keys(uri).stream()).await.unwrap();
-    range
-        .ids
-        .iter()
-        .map(|e| e.get::<String>("message_id").unwrap().parse().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_resent_event_with_parameters_is_written_once() {
     let redis = shared().await.unwrap();

@@ -258,3 +258,15 @@ pub fn outgoing<E: backbone_core::ContractEvent>(event: &E) -> backbone_core::Ou
         fields: event.encode().unwrap(),
     }
 }
+
+/// The message ids of the entries in `uri`'s stream (no environment), oldest first.
+pub async fn stream_ids(url: &str, uri: &str) -> Vec<MessageId> {
+    use redis::AsyncCommands;
+    let mut raw = raw(url).await;
+    let range: redis::streams::StreamRangeReply = raw.xrange_all(keys(uri).stream()).await.unwrap();
+    range
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("message_id").unwrap().parse().unwrap())
+        .collect()
+}
