@@ -51,26 +51,29 @@ pub(super) async fn jobs(
     let mut replies: Vec<Value> = if hashes == 0 && !counts {
         Vec::new()
     } else {
-        match pipe.query_async(conn).await {
+        // A payload key holding another type (WRONGTYPE) is that entry's problem, dead-lettered
+        // with the reason; any other error reply fails the fetch, which is tried again.
+        let result = pipe
+            .query_async::<Vec<Value>>(conn)
+            .await
+            .and_then(|replies| {
+                let failed = replies.iter().find_map(|reply| match reply {
+                    Value::ServerError(e) if e.code() != "WRONGTYPE" => Some(e.clone()),
+                    _ => None,
+                });
+                match failed {
+                    Some(e) => Err(e.into()),
+                    None => Ok(replies),
+                }
+            });
+        match result {
             Ok(replies) => replies,
             Err(e) => {
                 let e = redis_error(format!("fetch payloads of {}", keys.stream()), e);
-                drop(headers);
                 return Err((e, batch));
             }
         }
     };
-    // A payload key holding another type (WRONGTYPE) is that entry's problem, dead-lettered
-    // with the reason; any other error reply fails the fetch, which is tried again.
-    let failed = replies.iter().find_map(|reply| match reply {
-        Value::ServerError(e) if e.code() != "WRONGTYPE" => Some(e.clone()),
-        _ => None,
-    });
-    if let Some(e) = failed {
-        drop(headers);
-        let e = redis_error(format!("fetch payloads of {}", keys.stream()), e.into());
-        return Err((e, batch));
-    }
     let pending: Vec<u32> = if counts {
         replies
             .split_off(hashes.min(replies.len()))
