@@ -1,5 +1,5 @@
 //! Stream entries: the field names backbone writes with `XADD`, and the parsing of
-//! `XREADGROUP` replies into [`RawEntry`]s. Parsing never panics; whatever is wrong with an
+//! `XREADGROUP` replies into raw entries. Parsing never panics; whatever is wrong with an
 //! entry becomes an [`Error::MalformedEntry`] naming the field.
 
 use std::fmt;

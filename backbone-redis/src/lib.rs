@@ -9,7 +9,7 @@
 //! the methods `build_x_producer()` and `subscribe_x_consumer(handler)` come from the traits
 //! `#[events_contract]` generates next to the contract.
 //!
-//! The `testing` feature adds [`testing`], which starts a real Redis for tests.
+//! The `testing` feature adds the `testing` module, which starts a real Redis for tests.
 #![warn(missing_docs)]
 
 pub mod connection;

@@ -207,8 +207,8 @@ impl StreamAdmin {
     }
 
     /// Removes the oldest entries, keeping at least the newest `max_len`, and stops short at the
-    /// first entry a group still needs (see the [module](self) and
-    /// [`TrimReport::held_back_by`]).
+    /// first entry a group still needs: one that some group has not read yet or has pending
+    /// (see [`TrimReport::held_back_by`]).
     ///
     /// ```no_run
     /// # async fn run(admin: backbone_redis::StreamAdmin) -> Result<(), backbone_core::Error> {
