@@ -186,24 +186,32 @@ pub(crate) fn parse_entry(item: Value) -> Result<RawEntry, String> {
         .ok_or_else(|| "entry id is not a string".to_owned())?;
     let fields = match fields {
         Value::Nil => None,
+        other => Some(
+            field_pairs(other)
+                .map_err(|other| format!("entry {id}: unexpected fields {other:?}"))?,
+        ),
+    };
+    Ok(RawEntry { id, fields })
+}
+
+/// The name/value pairs of a flat RESP2 array or a RESP3 map: an entry's fields, or an
+/// `HGETALL` reply. Any other value comes back as the error.
+pub(crate) fn field_pairs(v: Value) -> Result<Vec<(String, Vec<u8>)>, Value> {
+    match v {
         Value::Array(values) => {
             let mut out = Vec::with_capacity(values.len() / 2);
             let mut values = values.into_iter();
             while let (Some(name), Some(value)) = (values.next(), values.next()) {
                 out.push((field_name(name), value_bytes(value)));
             }
-            Some(out)
+            Ok(out)
         }
-        Value::Map(pairs) => {
-            let mut out = Vec::with_capacity(pairs.len());
-            for (name, value) in pairs {
-                out.push((field_name(name), value_bytes(value)));
-            }
-            Some(out)
-        }
-        other => return Err(format!("entry {id}: unexpected fields {other:?}")),
-    };
-    Ok(RawEntry { id, fields })
+        Value::Map(pairs) => Ok(pairs
+            .into_iter()
+            .map(|(name, value)| (field_name(name), value_bytes(value)))
+            .collect()),
+        other => Err(other),
+    }
 }
 
 pub(crate) fn bytes_to_string(v: Value) -> Option<String> {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::job::{Job, Payload, Shared};
 use super::reader::{is_fatal, Batch, Incoming};
 use crate::connection::{redis_error, Backoff};
-use crate::entry::{bytes_to_string, EntryHeader, RawEntry};
+use crate::entry::{bytes_to_string, field_pairs, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
 
 /// Fetches payloads (and, when `counts`, delivery counts from `XPENDING`) in one round trip.
@@ -167,36 +167,11 @@ fn payload_of(header: &Result<EntryHeader, Error>) -> Option<&str> {
 /// makes the payload unreadable; anything else, or no reply, is an empty hash: the payload is
 /// missing. A field name that is not UTF-8 is kept with its bytes replaced, so decoding names it.
 fn parse_hash(reply: Option<Value>) -> Payload {
-    let name = |v: Value| match v {
-        Value::BulkString(bytes) => String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        Value::SimpleString(text) => text,
-        other => format!("{other:?}"),
-    };
-    let value = |v: Value| match v {
-        Value::BulkString(bytes) => bytes,
-        Value::SimpleString(text) => text.into_bytes(),
-        other => format!("{other:?}").into_bytes(),
-    };
-    let mut fields = Fields::new();
     match reply {
-        Some(Value::Array(items)) => {
-            fields = Fields::with_capacity(items.len() / 2);
-            let mut items = items.into_iter();
-            while let (Some(n), Some(v)) = (items.next(), items.next()) {
-                fields.push(name(n), value(v));
-            }
-        }
-        Some(Value::Map(pairs)) => {
-            fields = Fields::with_capacity(pairs.len());
-            for (n, v) in pairs {
-                fields.push(name(n), value(v));
-            }
-        }
-        Some(Value::ServerError(e)) => return Payload::Unreadable(e.to_string()),
-        _ => {}
+        Some(Value::ServerError(e)) => Payload::Unreadable(e.to_string()),
+        Some(reply) => Payload::Fields(field_pairs(reply).map(Fields::from).unwrap_or_default()),
+        None => Payload::Fields(Fields::new()),
     }
-    Payload::Fields(fields)
 }
 
 /// One `XPENDING <s> <g> <id> <id> 1` row: `[[id, consumer, idle, deliveries]]`.
