@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use backbone_core::Error;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+
+/// The connection every non-blocking command goes through.
+pub(crate) type Connection = ConnectionManager;
 use redis::{AsyncConnectionConfig, Client};
 
 /// The URL used when a builder is given none: `$REDIS_URL`, else `redis://127.0.0.1:6379`.
@@ -68,24 +71,4 @@ pub(crate) async fn reader_connection(
 /// Wraps a redis-rs error with what we were doing.
 pub(crate) fn redis_error(context: impl Into<String>, e: redis::RedisError) -> Error {
     Error::channel(context, e)
-}
-
-/// Exponential backoff: `first`, doubling up to `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
-        Backoff { next: first, max }
-    }
-
-    /// The delay to wait now; the next one is twice as long, up to `max`.
-    pub(crate) fn next(&mut self) -> Duration {
-        let delay = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
 }

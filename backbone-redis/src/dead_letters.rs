@@ -13,9 +13,9 @@
 use std::fmt;
 use std::sync::LazyLock;
 
+use crate::connection::Connection;
 use backbone_core::names::check_name;
 use backbone_core::{Error, MessageId, StreamAddress};
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::connection::{client, command_connection, redis_error};
@@ -112,7 +112,7 @@ pub(crate) struct DeadLetter<'a> {
 /// script. Returns `Ok(false)` when the entry was no longer pending for the group (someone else
 /// acked it), writing nothing.
 pub(crate) async fn dead_letter(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     keys: &StreamKeys,
     group: &str,
     letter: &DeadLetter<'_>,
@@ -268,7 +268,7 @@ impl DeadLetterEntry {
 /// ```
 #[derive(Clone)]
 pub struct DeadLetters {
-    connection: ConnectionManager,
+    connection: Connection,
     keys: StreamKeys,
     dead: String,
 }

@@ -20,6 +20,7 @@ pub mod keys;
 mod lua;
 mod producer;
 mod retention;
+pub mod retry;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

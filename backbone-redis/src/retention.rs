@@ -17,8 +17,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
+use crate::connection::Connection;
 use backbone_core::{Error, StreamAddress};
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply};
 use redis::Script;
 
@@ -126,7 +126,7 @@ pub struct TrimReport {
 #[derive(Debug, Clone)]
 pub struct StreamAdmin {
     keys: StreamKeys,
-    connection: ConnectionManager,
+    connection: Connection,
 }
 
 /// One group, as planned: it keeps every entry after `read` and from `pending` on.
@@ -174,7 +174,7 @@ impl StreamAdmin {
         Ok(StreamAdmin::new(StreamKeys::new(&address), connection))
     }
 
-    pub(crate) fn new(keys: StreamKeys, connection: ConnectionManager) -> Self {
+    pub(crate) fn new(keys: StreamKeys, connection: Connection) -> Self {
         StreamAdmin { keys, connection }
     }
 
@@ -347,7 +347,7 @@ impl StreamAdmin {
     }
 
     /// Every group with what it still needs.
-    async fn groups(&self, connection: &mut ConnectionManager) -> Result<Vec<Group>, Error> {
+    async fn groups(&self, connection: &mut Connection) -> Result<Vec<Group>, Error> {
         let stream = self.keys.stream();
         let info: StreamInfoGroupsReply = redis::cmd("XINFO")
             .arg("GROUPS")
@@ -388,11 +388,7 @@ impl StreamAdmin {
 impl DeadLetterRefs {
     /// Reads the dead letters added to `keys` since the last call, up to each stream's newest
     /// entry at the time of the call (which the script checks is still the newest).
-    async fn refresh(
-        &mut self,
-        connection: &mut ConnectionManager,
-        keys: &[String],
-    ) -> Result<(), Error> {
+    async fn refresh(&mut self, connection: &mut Connection, keys: &[String]) -> Result<(), Error> {
         for key in keys {
             let fail = |e| redis_error(format!("read the dead letters in {key}"), e);
             let top: StreamRangeReply = redis::cmd("XREVRANGE")

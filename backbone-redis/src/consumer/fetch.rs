@@ -3,10 +3,10 @@
 //! this for the reader's batches, so that the next `XREADGROUP` overlaps this round trip.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::connection::Connection;
 use backbone_core::{Error, Fields};
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use tokio::sync::mpsc;
@@ -14,14 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, Payload, Shared};
 use super::reader::{is_fatal, Batch, Incoming};
-use crate::connection::{redis_error, Backoff};
+use crate::connection::redis_error;
 use crate::entry::{bytes_to_string, field_pairs, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
+use crate::retry::Backoff;
 
 /// Fetches payloads (and, when `counts`, delivery counts from `XPENDING`) in one round trip.
 /// On failure the entries come back with the error, for a retry.
 pub(super) async fn jobs(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     keys: &StreamKeys,
     group: &str,
     batch: Vec<RawEntry>,
@@ -121,7 +122,7 @@ pub(super) async fn fetcher(
             _ = stop.cancelled() => return,
             batch = batches.recv() => match batch { Some(batch) => batch, None => return },
         };
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut backoff = Backoff::fetch();
         let mut entries = batch.entries;
         let jobs = loop {
             let fetched = tokio::select! {

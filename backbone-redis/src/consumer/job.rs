@@ -6,12 +6,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connection::Connection;
 use backbone_core::{
     AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, RetryPolicy,
     StreamAddress, UnknownPolicy,
 };
 use futures::FutureExt;
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use super::RedisAcker;
@@ -28,7 +28,7 @@ pub(super) struct Shared {
     pub name: String,
     pub handler: Arc<dyn EventHandler>,
     pub acker: Arc<RedisAcker>,
-    pub commands: ConnectionManager,
+    pub commands: Connection,
     pub ack: AckMode,
     pub retry: RetryPolicy,
     pub on_unknown: UnknownPolicy,

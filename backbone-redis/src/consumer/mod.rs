@@ -11,13 +11,13 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::Connection;
 use async_trait::async_trait;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
     RetryPolicy, StreamAddress, UnknownPolicy,
 };
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
@@ -313,7 +313,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
 /// `XGROUP CREATE <stream> <group> 0 MKSTREAM`, ignoring BUSYGROUP: a group created at `0`
 /// receives what was sent before it existed, and the consumer may start before any producer.
 pub(crate) async fn create_group(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection,
     stream: &str,
     group: &str,
 ) -> Result<(), Error> {
@@ -335,7 +335,7 @@ pub(crate) async fn create_group(
 
 /// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack).
 struct RedisAcker {
-    connection: ConnectionManager,
+    connection: Connection,
     stream: String,
     group: String,
 }

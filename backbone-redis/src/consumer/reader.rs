@@ -7,16 +7,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::Connection;
 use backbone_core::Error;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::{Client, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::fetch;
 use super::job::{Job, Shared};
-use crate::connection::{reader_connection, redis_error, Backoff};
+use crate::connection::{reader_connection, redis_error};
 use crate::entry::{parse_entry, parse_read_reply, RawEntry};
+use crate::retry::Backoff;
 
 /// Entries read, on their way to the fetcher.
 pub(super) struct Batch {
@@ -50,11 +52,6 @@ pub(super) fn is_fatal(e: &Error) -> bool {
     )
 }
 
-/// The reader's backoff after a failed read: 100 ms doubling to 5 s.
-fn read_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
-}
-
 pub(super) struct Reader {
     pub shared: Arc<Shared>,
     pub client: Client,
@@ -75,7 +72,7 @@ impl Reader {
     ) {
         // `Some(cursor)`: re-reading own pending entries after `cursor`; `None`: reading new ones.
         let mut pending: Option<String> = Some("0-0".into());
-        let mut backoff = read_backoff();
+        let mut backoff = Backoff::read();
         loop {
             let count = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -90,7 +87,7 @@ impl Reader {
                 match result {
                     Ok(entries) if entries.is_empty() => pending = None,
                     Ok(entries) => {
-                        backoff = read_backoff();
+                        backoff = Backoff::read();
                         let counts = pending.is_some();
                         if let (Some(cursor), Some(last)) = (pending.as_mut(), entries.last()) {
                             *cursor = last.id.clone();
@@ -188,7 +185,7 @@ pub(super) async fn claimer(
 /// One walk over the group's pending entries list.
 async fn claim_round(
     shared: &Shared,
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     batch_size: usize,
     out: &mpsc::Sender<Incoming>,
     stop: &CancellationToken,
@@ -256,7 +253,7 @@ async fn claim_round(
 /// `XGROUP DELCONSUMER` for other consumers idle longer than `idle` with nothing pending.
 async fn remove_idle_consumers(
     shared: &Shared,
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     idle: Duration,
 ) -> Result<(), Error> {
     let consumers: Vec<Vec<(String, Value)>> = redis::cmd("XINFO")

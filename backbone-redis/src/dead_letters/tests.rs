@@ -21,7 +21,7 @@ struct Fixture {
     keys: StreamKeys,
     uri: String,
     url: String,
-    conn: ConnectionManager,
+    conn: Connection,
     raw: MultiplexedConnection,
     producer: TicksProducer,
 }

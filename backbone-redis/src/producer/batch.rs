@@ -7,10 +7,10 @@
 use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
+use crate::connection::Connection;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, Script, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -117,7 +117,7 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the batching task of one publisher on the current Tokio runtime.
-    pub fn start(keys: StreamKeys, connection: ConnectionManager, payload_ttl_ms: u64) -> Self {
+    pub fn start(keys: StreamKeys, connection: Connection, payload_ttl_ms: u64) -> Self {
         let (queue, submissions) = mpsc::channel(QUEUE);
         let task = Task {
             payload_prefix: keys.payload_prefix(),
@@ -166,7 +166,7 @@ struct Task {
     keys: StreamKeys,
     payload_prefix: String,
     sent_prefix: String,
-    connection: ConnectionManager,
+    connection: Connection,
     payload_ttl_ms: u64,
 }
 

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::Connection;
 use async_trait::async_trait;
 use backbone_core::{
     Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, Publish, StreamAddress,
 };
-use redis::aio::ConnectionManager;
 use redis::RedisError;
 use tokio::time::Instant;
 
@@ -214,7 +214,7 @@ impl ProducerBuilder for RedisProducerBuilder {
 #[derive(Debug, Clone)]
 pub struct RedisPublisher {
     keys: StreamKeys,
-    connection: ConnectionManager,
+    connection: Connection,
     batcher: Batcher,
     send_timeout: Duration,
     trimmer: Option<Arc<Trimmer>>,

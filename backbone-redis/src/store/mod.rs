@@ -17,10 +17,10 @@ mod stats;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use crate::connection::Connection;
 use backbone_core::names::check_name;
 use backbone_core::store::CachingPolicy;
 use backbone_core::{ContractEvent, Error, StreamAddress};
-use redis::aio::ConnectionManager;
 
 use crate::connection::{client, command_connection, default_url};
 use crate::keys::StreamKeys;
@@ -130,7 +130,7 @@ impl EventStoreBuilder {
 /// An event store for one contract's events: append with expected versions and idempotency
 /// keys, read by aggregate or by time. Cheap to clone.
 pub struct EventStore<E> {
-    connection: ConnectionManager,
+    connection: Connection,
     keys: StreamKeys,
     address: StreamAddress,
     idempotency_ttl: Duration,
@@ -175,7 +175,7 @@ impl<E> EventStore<E> {
         &self.caching
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Connection {
         self.connection.clone()
     }
 }

@@ -74,7 +74,7 @@ pub struct ProjectionHandle<P> {
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), Error>>>,
     stream: String,
-    connection: redis::aio::ConnectionManager,
+    connection: crate::connection::Connection,
 }
 
 impl<E: ContractEvent> EventStore<E> {
