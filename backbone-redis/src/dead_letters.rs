@@ -15,13 +15,14 @@ use std::sync::LazyLock;
 
 use crate::connection::Connection;
 use backbone_core::names::check_name;
-use backbone_core::{Error, MessageId, StreamAddress};
+use backbone_core::{Error, MessageId};
 use redis::{Script, Value};
 
-use crate::connection::{client, command_connection, redis_error};
+use crate::connection::redis_error;
 use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
 use crate::keys::StreamKeys;
 use crate::lua::require_stream;
+use crate::settings::RedisSettings;
 
 /// The prefix of every field a dead letter adds to the original entry's fields.
 pub const DEAD_PREFIX: &str = "dead.";
@@ -302,10 +303,30 @@ impl DeadLetters {
         uri: &str,
         group: &str,
     ) -> Result<Self, Error> {
-        let address = StreamAddress::new(environment, uri)?;
+        let settings = RedisSettings::new().url(url).at(environment, uri);
+        Self::open(&settings, group).await
+    }
+
+    /// Connects with `settings` (URL, TLS, …, and the stream's environment and uri) to the
+    /// dead letters of `group`. The names are checked before connecting.
+    ///
+    /// ```no_run
+    /// use backbone_redis::{settings::RedisSettings, DeadLetters};
+    ///
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let settings = RedisSettings::from_env().environment("prod").uri("orders");
+    /// let dead = DeadLetters::open(&settings, "billing").await?;
+    /// assert_eq!(dead.key(), "bb:{prod:orders}:dead:billing");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open(settings: &RedisSettings, group: &str) -> Result<Self, Error> {
+        let address = settings.address()?;
         check_name("group", group, "")?;
         let keys = StreamKeys::new(&address);
-        let connection = command_connection(&client(url)?).await?;
+        let connection = settings
+            .connect("dead-letters", &[&address.to_string(), group])
+            .await?;
         Ok(DeadLetters {
             connection,
             dead: keys.dead_letters(group),

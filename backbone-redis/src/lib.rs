@@ -21,6 +21,7 @@ mod lua;
 mod producer;
 mod retention;
 pub mod retry;
+pub mod settings;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -29,3 +30,4 @@ pub use consumer::RedisConsumerBuilder;
 pub use dead_letters::{DeadLetterEntry, DeadLetters};
 pub use producer::{RedisProducerBuilder, RedisPublisher};
 pub use retention::{StreamAdmin, TrimReport};
+pub use settings::RedisSettings;

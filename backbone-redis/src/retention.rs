@@ -18,14 +18,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use crate::connection::Connection;
-use backbone_core::{Error, StreamAddress};
+use backbone_core::Error;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply};
 use redis::Script;
 
-use crate::connection::{client, command_connection, redis_error};
+use crate::connection::redis_error;
 use crate::entry::StreamId;
 use crate::entry::PAYLOAD;
 use crate::keys::StreamKeys;
+use crate::settings::RedisSettings;
 
 /// The most entries one script removes.
 const STEP: u64 = 1000;
@@ -169,8 +170,23 @@ impl StreamAdmin {
     /// # }
     /// ```
     pub async fn connect(url: &str, environment: Option<&str>, uri: &str) -> Result<Self, Error> {
-        let address = StreamAddress::new(environment, uri)?;
-        let connection = command_connection(&client(url)?).await?;
+        Self::open(&RedisSettings::new().url(url).at(environment, uri)).await
+    }
+
+    /// Connects with `settings` (URL, TLS, …, and the stream's environment and uri).
+    ///
+    /// ```no_run
+    /// use backbone_redis::{settings::RedisSettings, StreamAdmin};
+    ///
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let admin = StreamAdmin::open(&RedisSettings::from_env().uri("orders")).await?;
+    /// println!("{} entries", admin.len().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open(settings: &RedisSettings) -> Result<Self, Error> {
+        let address = settings.address()?;
+        let connection = settings.connect("admin", &[&address.to_string()]).await?;
         Ok(StreamAdmin::new(StreamKeys::new(&address), connection))
     }
 

@@ -176,6 +176,16 @@ impl Backoff {
         Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
     }
 
+    /// A first connection: 200 ms doubling to 1 s (4 tries take about 1.5 s).
+    ///
+    /// ```
+    /// let mut b = backbone_redis::retry::Backoff::connect();
+    /// assert_eq!(b.next(), std::time::Duration::from_millis(200));
+    /// ```
+    pub fn connect() -> Self {
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(1))
+    }
+
     /// The delay to wait now; the next one is twice as long, up to `max`.
     ///
     /// ```

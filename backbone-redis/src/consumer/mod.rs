@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
-    RetryPolicy, StreamAddress, UnknownPolicy,
+    RetryPolicy, UnknownPolicy,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
+use crate::connection::redis_error;
 use crate::keys::StreamKeys;
+use crate::settings::{settings_setters, RedisSettings};
 use job::Shared;
 use reader::Reader;
 use tokio::sync::mpsc;
@@ -29,7 +30,9 @@ use worker::Worker;
 
 /// Builds consumers that read a Redis stream through a consumer group.
 ///
-/// Defaults: url [`default_url`], group `"default"`, name
+/// Connection settings (URL, TLS, timeouts, client name) come from [`RedisSettings`]
+/// (`.settings(..)`, or `.url(..)`; default [`RedisSettings::new`]: `$REDIS_URL` and the TLS
+/// variables). Defaults: group `"default"`, name
 /// [`default_consumer_name`] (stable across restarts of the same program on the same host),
 /// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`,
 /// [`RetryPolicy::default`] (100 ms doubling to 10 s, 5 deliveries), `claim_min_idle` 30 s,
@@ -73,9 +76,7 @@ use worker::Worker;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisConsumerBuilder {
-    url: Option<String>,
-    environment: Option<String>,
-    uri: Option<String>,
+    settings: RedisSettings,
     group: String,
     name: Option<String>,
     batch_size: usize,
@@ -93,9 +94,7 @@ pub struct RedisConsumerBuilder {
 impl Default for RedisConsumerBuilder {
     fn default() -> Self {
         RedisConsumerBuilder {
-            url: None,
-            environment: None,
-            uri: None,
+            settings: RedisSettings::default(),
             group: "default".to_owned(),
             name: None,
             batch_size: 100,
@@ -118,23 +117,7 @@ impl RedisConsumerBuilder {
         Self::default()
     }
 
-    /// The Redis URL (default: [`default_url`]).
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// The environment (optional); must match the producer's.
-    pub fn environment(mut self, environment: impl Into<String>) -> Self {
-        self.environment = Some(environment.into());
-        self
-    }
-
-    /// The stream's uri (required); must match the producer's.
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.uri = Some(uri.into());
-        self
-    }
+    settings_setters!("; must match the producer's");
 
     /// The consumer group (default `"default"`). Every group receives every event.
     pub fn group(mut self, group: impl Into<String>) -> Self {
@@ -221,8 +204,7 @@ impl RedisConsumerBuilder {
 
 impl ConsumerBuilder for RedisConsumerBuilder {
     async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
-        let address =
-            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
+        let address = self.settings.address()?;
         check_name("group", &self.group, "")?;
         let name = self.name.unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;
@@ -243,11 +225,13 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             ));
         }
         let keys = StreamKeys::new(&address);
-        let url = self.url.unwrap_or_else(default_url);
-        let client = client(&url)?;
-        let mut commands = command_connection(&client).await?;
+        let who = [self.group.as_str(), name.as_str()];
+        let mut commands = self.settings.connect("consumer", &who).await?;
         create_group(&mut commands, keys.stream(), &self.group).await?;
-        let reader_conn = reader_connection(&client, self.block).await?;
+        let reader_conn = self
+            .settings
+            .connect_blocking("reader", &who, self.block)
+            .await?;
         let shared = Arc::new(Shared {
             acker: Arc::new(RedisAcker {
                 connection: commands.clone(),
@@ -271,7 +255,6 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         let tasks_stop = CancellationToken::new();
         let reader = Reader {
             shared: shared.clone(),
-            client,
             connection: reader_conn,
             block: self.block,
         };

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use crate::connection::Connection;
 use backbone_core::Error;
-use redis::aio::MultiplexedConnection;
-use redis::{Client, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::fetch;
 use super::job::{Job, Shared};
-use crate::connection::{reader_connection, redis_error};
+use crate::connection::redis_error;
 use crate::entry::{parse_entry, parse_read_reply, RawEntry};
 use crate::retry::Backoff;
 
@@ -37,25 +36,16 @@ pub(super) enum Incoming {
     Fatal(Error),
 }
 
-/// Errors after which retrying cannot help: the group or stream was deleted, or Redis refuses
-/// our credentials.
+/// Errors after which retrying cannot help (see [`crate::retry::ErrorClass::Fatal`]).
 pub(super) fn is_fatal(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else {
-        return false;
-    };
-    let Some(e) = source.downcast_ref::<redis::RedisError>() else {
-        return false;
-    };
-    matches!(
-        e.code(),
-        Some("NOGROUP" | "NOAUTH" | "WRONGPASS" | "NOPERM")
-    )
+    crate::retry::classify(e).is_fatal()
 }
 
 pub(super) struct Reader {
     pub shared: Arc<Shared>,
-    pub client: Client,
-    pub connection: MultiplexedConnection,
+    /// A connection of its own (a blocking read stalls its connection); it connects again by
+    /// itself on the command after a failure.
+    pub connection: Connection,
     pub block: Duration,
 }
 
@@ -129,7 +119,8 @@ impl Reader {
             .map_err(|reason| Error::channel(context(), format!("unexpected reply: {reason}")))
     }
 
-    /// Backs off and reconnects after a transient error; sends fatal ones to the worker.
+    /// Backs off after an error (the next read connects again if the connection broke); sends
+    /// fatal ones to the worker.
     async fn recover(
         &mut self,
         e: Error,
@@ -147,10 +138,6 @@ impl Reader {
         tokio::select! {
             _ = stop.cancelled() => return Err(()),
             _ = tokio::time::sleep(delay) => {}
-        }
-        match reader_connection(&self.client, self.block).await {
-            Ok(connection) => self.connection = connection,
-            Err(e) => tracing::warn!(error = %e, "reconnect failed; will try again"),
         }
         Ok(())
     }

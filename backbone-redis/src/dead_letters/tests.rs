@@ -30,7 +30,7 @@ async fn fixture(prefix: &str) -> Fixture {
     let redis = shared().await.unwrap();
     let uri = unique_name(prefix);
     let keys = StreamKeys::new(&StreamAddress::new(None, &uri).unwrap());
-    let client = client(redis.url()).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
     let raw = client.get_multiplexed_async_connection().await.unwrap();
     let producer = RedisProducerBuilder::new()
         .url(redis.url())
@@ -39,7 +39,11 @@ async fn fixture(prefix: &str) -> Fixture {
         .await
         .unwrap();
     Fixture {
-        conn: command_connection(&client).await.unwrap(),
+        conn: RedisSettings::new()
+            .url(redis.url())
+            .connect("test", &[])
+            .await
+            .unwrap(),
         url: redis.url().to_owned(),
         keys,
         uri,

@@ -6,17 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Connection;
 use async_trait::async_trait;
-use backbone_core::{
-    Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, Publish, StreamAddress,
-};
+use backbone_core::{Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, Publish};
 use redis::RedisError;
 use tokio::time::Instant;
 
-use crate::connection::{client, command_connection, default_url};
+use crate::connection::Connection;
 use crate::keys::StreamKeys;
 use crate::retention::StreamAdmin;
+use crate::retry::{classify_redis, Backoff, ErrorClass};
+use crate::settings::{settings_setters, RedisSettings};
 use batch::Batcher;
 use trim::Trimmer;
 
@@ -27,8 +26,6 @@ mod trim;
 const SENT_TTL_MS: u64 = 10 * 60 * 1000;
 /// The default of [`RedisProducerBuilder::send_timeout`].
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Builds producers that write to a Redis stream.
 ///
@@ -57,9 +54,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct RedisProducerBuilder {
-    url: Option<String>,
-    environment: Option<String>,
-    uri: Option<String>,
+    settings: RedisSettings,
     max_len: Option<u64>,
     payload_ttl: Option<Duration>,
     send_timeout: Option<Duration>,
@@ -71,23 +66,7 @@ impl RedisProducerBuilder {
         Self::default()
     }
 
-    /// The Redis URL (default: [`default_url`]).
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// The environment (optional); part of the stream's keys.
-    pub fn environment(mut self, environment: impl Into<String>) -> Self {
-        self.environment = Some(environment.into());
-        self
-    }
-
-    /// The stream's uri (required).
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.uri = Some(uri.into());
-        self
-    }
+    settings_setters!("");
 
     /// Keep the stream at about `n` entries: every `max(n / 10, 1)` sends, this producer starts
     /// a [safe trim](StreamAdmin::trim) in the background (one at a time), which never removes
@@ -108,8 +87,9 @@ impl RedisProducerBuilder {
     }
 
     /// How long one send may take in all, retries included (default 5 s; must be longer than
-    /// zero). A send that fails on a transient error (connection refused or dropped, I/O, a
-    /// timeout, `LOADING`, `TRYAGAIN`, `BUSY`) is retried with the same message id, after 50 ms
+    /// zero). A send that fails on a [transient](crate::retry::ErrorClass::Transient) error
+    /// (connection refused or dropped, I/O, a timeout, `LOADING`, `TRYAGAIN`, `BUSY`,
+    /// `CLUSTERDOWN`, `MASTERDOWN`) is retried with the same message id, after 50 ms
     /// doubling to 1 s, while the time left allows; a retry never writes the event twice.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = Some(timeout);
@@ -142,8 +122,7 @@ impl RedisProducerBuilder {
     /// # }
     /// ```
     pub async fn build_publisher(self) -> Result<RedisPublisher, Error> {
-        let address =
-            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
+        let address = self.settings.address()?;
         let send_timeout = self.send_timeout.unwrap_or(DEFAULT_SEND_TIMEOUT);
         if send_timeout.is_zero() {
             return Err(Error::Config(
@@ -156,8 +135,8 @@ impl RedisProducerBuilder {
                  a retried send finds the payload hash to know the event was written"
             )));
         }
-        let url = self.url.unwrap_or_else(default_url);
-        let connection = command_connection(&client(&url)?).await?;
+        let address_name = address.to_string();
+        let connection = self.settings.connect("producer", &[&address_name]).await?;
         let keys = StreamKeys::new(&address);
         let trimmer = self.max_len.map(|max_len| {
             Arc::new(Trimmer::new(
@@ -242,17 +221,17 @@ struct Failure {
 
 impl Failure {
     fn from_redis(e: &RedisError) -> Self {
-        let io = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
-        let (transient, outcome) = if e.is_connection_refusal() {
-            (true, Outcome::NotSent)
-        } else if io {
-            (true, Outcome::Unknown)
+        let class = classify_redis(e);
+        let outcome = if e.is_connection_refusal() {
+            Outcome::NotSent
+        } else if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            Outcome::Unknown
         } else if e.code().is_some_and(|code| code.starts_with("backbone")) {
-            (false, Outcome::NotWritten)
+            Outcome::NotWritten
         } else {
-            let transient = matches!(e.code(), Some("LOADING" | "TRYAGAIN" | "BUSY"));
-            (transient, Outcome::NotSent)
+            Outcome::NotSent
         };
+        let transient = class == ErrorClass::Transient;
         Failure {
             error: e.to_string(),
             cut: false,
@@ -358,7 +337,7 @@ impl Publish for RedisPublisher {
         let event = Arc::new(event);
         let started = Instant::now();
         let deadline = started + self.send_timeout;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::send();
         let mut unknown = None;
         let mut last_error = None;
         let mut attempts = 0;
@@ -381,7 +360,7 @@ impl Publish for RedisPublisher {
                 Outcome::NotSent => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if !failure.transient || backoff >= left {
+            if !failure.transient || backoff.peek() >= left {
                 let error = self.failed(&event, attempts, started, failure, last_error, unknown);
                 return Err(error);
             }
@@ -390,8 +369,7 @@ impl Publish for RedisPublisher {
             if !failure.cut {
                 last_error = Some(failure.error);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next()).await;
         }
     }
 }

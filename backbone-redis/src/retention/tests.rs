@@ -46,7 +46,7 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
     let redis = shared().await.unwrap();
     let keys = StreamKeys::new(&StreamAddress::new(None, &unique_name("trim-script")).unwrap());
     let stream = keys.stream().to_owned();
-    let mut conn = client(redis.url())
+    let mut conn = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -22,8 +22,8 @@ use backbone_core::names::check_name;
 use backbone_core::store::CachingPolicy;
 use backbone_core::{ContractEvent, Error, StreamAddress};
 
-use crate::connection::{client, command_connection, default_url};
 use crate::keys::StreamKeys;
+use crate::settings::{settings_setters, RedisSettings};
 
 pub use projection::{Checkpoint, Progress, ProjectionHandle};
 pub use read::Page;
@@ -52,9 +52,7 @@ pub use stats::StoreStats;
 /// ```
 #[derive(Debug, Clone)]
 pub struct EventStoreBuilder {
-    url: Option<String>,
-    environment: Option<String>,
-    uri: Option<String>,
+    settings: RedisSettings,
     idempotency_ttl: Duration,
     caching: CachingPolicy,
 }
@@ -62,9 +60,7 @@ pub struct EventStoreBuilder {
 impl Default for EventStoreBuilder {
     fn default() -> Self {
         EventStoreBuilder {
-            url: None,
-            environment: None,
-            uri: None,
+            settings: RedisSettings::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             caching: CachingPolicy::default(),
         }
@@ -72,28 +68,15 @@ impl Default for EventStoreBuilder {
 }
 
 impl EventStoreBuilder {
-    /// A builder with the defaults (idempotency keys remembered 24 h).
+    /// A builder with the defaults (idempotency keys remembered 24 h; connection settings
+    /// from [`RedisSettings::new`]: `$REDIS_URL` and the TLS variables).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The Redis URL (default: [`default_url`]).
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// The environment (optional); as for the contract's producers and consumers.
-    pub fn environment(mut self, environment: impl Into<String>) -> Self {
-        self.environment = Some(environment.into());
-        self
-    }
-
-    /// The contract's uri (required): the store writes into that stream.
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.uri = Some(uri.into());
-        self
-    }
+    settings_setters!(
+        "; as for the contract's producers and consumers: the store writes into that stream"
+    );
 
     /// How long an idempotency key is remembered (default 24 h; at least 1 s).
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
@@ -109,13 +92,14 @@ impl EventStoreBuilder {
 
     /// Connects a store for events of type `E` (a contract's generated `XEvent`).
     pub async fn build<E: ContractEvent>(self) -> Result<EventStore<E>, Error> {
-        let address =
-            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
+        let address = self.settings.address()?;
         if self.idempotency_ttl < Duration::from_secs(1) {
             return Err(Error::Config("idempotency_ttl must be at least 1 s".into()));
         }
-        let url = self.url.unwrap_or_else(default_url);
-        let connection = command_connection(&client(&url)?).await?;
+        let connection = self
+            .settings
+            .connect("store", &[&address.to_string()])
+            .await?;
         Ok(EventStore {
             connection,
             keys: StreamKeys::new(&address),
