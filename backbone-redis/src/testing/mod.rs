@@ -7,7 +7,25 @@
 //! 3. a `redis:7` container (testcontainers) when a Docker engine answers;
 //! 4. else an error saying how to get Redis ([`no_redis_message`]).
 //!
-//! [`RedisServer`] is always a spawned `redis-server`, for tests that stop or restart Redis.
+//! [`RedisServer`] is always a spawned `redis-server`, for tests that stop or restart Redis, or
+//! that need TLS or a unix socket: [`ServerOptions::tls`] serves TLS only (optionally mutual),
+//! with a CA and certificates made at test time ([`TlsFiles`]); [`ServerOptions::unix_socket`]
+//! adds a socket in the server's directory ([`RedisServer::unix_socket_url`]).
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use backbone_redis::testing::{RedisServer, ServerOptions, TlsMode};
+//! let server = RedisServer::spawn(ServerOptions {
+//!     tls: Some(TlsMode::Mutual),
+//!     unix_socket: true,
+//!     ..Default::default()
+//! })?;
+//! assert!(server.url().starts_with("rediss://127.0.0.1:"));
+//! // Trusts the server's CA and presents the client certificate:
+//! let mut tls = server.client()?.get_multiplexed_async_connection().await?;
+//! let local = redis::Client::open(server.unix_socket_url().unwrap())?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Orphans
 //! Test processes often die without running destructors (statics never drop; `cargo test` and
@@ -26,10 +44,12 @@ use backbone_core::Error;
 
 mod container;
 mod server;
+mod tls;
 
 use container::{start_container, ContainerKeeper};
 use server::redis_server_bin;
 pub use server::{RedisServer, ServerOptions};
+pub use tls::{TlsFiles, TlsMode};
 
 /// Where a [`TestRedis`] comes from.
 ///
@@ -135,7 +155,7 @@ pub async fn shared() -> Result<&'static TestRedis, Error> {
     let start = || async {
         let redis = TestRedis::start().await?;
         if let Some(server) = &redis._server {
-            let _ = fs::remove_dir_all(server.dir.path()); // never dropped; it needs it no more
+            let _ = fs::remove_dir_all(server.dir()); // never dropped; it needs it no more
         }
         Ok(redis)
     };

@@ -13,17 +13,23 @@ use std::time::{Duration, Instant};
 use backbone_core::Error;
 
 use super::no_redis_message;
+use super::tls::{TlsFiles, TlsMode};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 
-/// Options of a [`RedisServer`].
+/// Options of a [`RedisServer`]; the default is a plaintext server without AOF.
 ///
 /// ```
-/// let options = backbone_redis::testing::ServerOptions {
+/// use backbone_redis::testing::{ServerOptions, TlsMode};
+/// let options = ServerOptions {
 ///     appendonly: true,
 ///     extra_args: vec!["--maxmemory".into(), "64mb".into()],
+///     tls: Some(TlsMode::Mutual),
+///     unix_socket: true,
 /// };
+/// let plain = ServerOptions { appendonly: true, ..Default::default() };
+/// assert!(plain.tls.is_none() && !plain.unix_socket);
 /// ```
 #[derive(Default, Clone, Debug)]
 pub struct ServerOptions {
@@ -31,10 +37,16 @@ pub struct ServerOptions {
     pub appendonly: bool,
     /// More `redis-server` arguments, after ours.
     pub extra_args: Vec<String>,
+    /// Serve TLS only: `--port 0 --tls-port PORT`, with a CA and certificates made for this
+    /// server ([`RedisServer::tls`]); the url is then `rediss://127.0.0.1:PORT/`. `None`: plain.
+    pub tls: Option<TlsMode>,
+    /// Also listen on `redis.sock` in the server's directory (`--unixsocket`, `--unixsocketperm
+    /// 700`), plaintext even on a TLS server: [`RedisServer::unix_socket_url`].
+    pub unix_socket: bool,
 }
 
 /// A `redis-server` child on a free port of 127.0.0.1, with its own temporary directory (which
-/// also holds its log); killed on drop.
+/// also holds its log, its AOF, its TLS files and its unix socket); killed on drop.
 ///
 /// ```no_run
 /// # fn f() -> Result<(), backbone_core::Error> {
@@ -48,14 +60,23 @@ pub struct ServerOptions {
 pub struct RedisServer {
     url: String,
     port: u16,
-    options: ServerOptions,
-    bin: PathBuf,
+    setup: Setup,
     child: Option<Child>,
-    pub(super) dir: tempfile::TempDir,
+}
+
+/// What [`launch`] needs, fixed for a server's life.
+#[derive(Debug)]
+struct Setup {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    options: ServerOptions,
+    tls: Option<TlsFiles>,
+    unix_socket: Option<PathBuf>,
 }
 
 impl RedisServer {
-    /// Spawns a server and waits (at most 10 s) until it answers `PING`.
+    /// Spawns a server and waits (at most 10 s) until it answers `PING` (over TLS, for a TLS
+    /// server); makes its TLS files first if [`ServerOptions::tls`] asks for TLS.
     ///
     /// ```no_run
     /// let server = backbone_redis::testing::RedisServer::spawn(Default::default()).unwrap();
@@ -64,19 +85,34 @@ impl RedisServer {
         let bin = redis_server_bin().ok_or_else(|| Error::Config(no_redis_message()))?;
         let dir = tempfile::Builder::new().prefix("backbone-redis-").tempdir();
         let dir = dir.map_err(|e| Error::channel("create a directory for redis-server", e))?;
+        let tls = match options.tls {
+            Some(mode) => Some(TlsFiles::generate(dir.path(), mode)?),
+            None => None,
+        };
+        let unix_socket = options.unix_socket.then(|| dir.path().join("redis.sock"));
+        let setup = Setup {
+            bin,
+            dir,
+            options,
+            tls,
+            unix_socket,
+        };
         for _ in 0..5 {
             let port = free_port()?;
-            match launch(&bin, port, dir.path(), &options) {
+            match launch(&setup, port) {
                 Ok(child) => {
-                    let url = format!("redis://127.0.0.1:{port}/");
+                    let scheme = if setup.tls.is_some() {
+                        "rediss"
+                    } else {
+                        "redis"
+                    };
+                    let url = format!("{scheme}://127.0.0.1:{port}/");
                     let child = Some(child);
                     return Ok(RedisServer {
                         url,
                         port,
-                        options,
-                        bin,
+                        setup,
                         child,
-                        dir,
                     });
                 }
                 Err(Launch::PortTaken) => continue,
@@ -86,7 +122,8 @@ impl RedisServer {
         Err(Error::Config("every port tried got taken".into()))
     }
 
-    /// The server's url, `redis://127.0.0.1:PORT/`.
+    /// The server's url: `redis://127.0.0.1:PORT/`, or `rediss://127.0.0.1:PORT/` for a TLS
+    /// server (whose CA no client trusts unless told: see [`client`](Self::client)).
     ///
     /// ```no_run
     /// # let server: backbone_redis::testing::RedisServer = todo!();
@@ -96,7 +133,8 @@ impl RedisServer {
         &self.url
     }
 
-    /// The server's port on 127.0.0.1 (never 6379).
+    /// The server's port on 127.0.0.1 (never 6379): its TLS port for a TLS server, which then
+    /// has no plaintext port.
     ///
     /// ```no_run
     /// # let server: backbone_redis::testing::RedisServer = todo!();
@@ -104,6 +142,70 @@ impl RedisServer {
     /// ```
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's own temporary directory (its log, AOF, TLS files and unix socket), removed
+    /// when the server is dropped.
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// assert!(server.dir().join("redis-server.log").exists());
+    /// ```
+    pub fn dir(&self) -> &Path {
+        self.setup.dir.path()
+    }
+
+    /// The certificates of a TLS server ([`ServerOptions::tls`]); `None` for a plain one.
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// let tls = server.tls().expect("spawned with tls: Some(..)");
+    /// let ca: &std::path::Path = tls.ca_cert_path();
+    /// ```
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.setup.tls.as_ref()
+    }
+
+    /// The unix socket's path, with [`ServerOptions::unix_socket`]; else `None`.
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// assert!(server.unix_socket_path().unwrap().ends_with("redis.sock"));
+    /// ```
+    pub fn unix_socket_path(&self) -> Option<&Path> {
+        self.setup.unix_socket.as_deref()
+    }
+
+    /// The unix socket's url, `redis+unix:///…/redis.sock` (plaintext, also on a TLS server),
+    /// with [`ServerOptions::unix_socket`]; else `None`.
+    ///
+    /// ```no_run
+    /// # let server: backbone_redis::testing::RedisServer = todo!();
+    /// let client = redis::Client::open(server.unix_socket_url().unwrap()).unwrap();
+    /// ```
+    pub fn unix_socket_url(&self) -> Option<String> {
+        self.unix_socket_path().map(unix_url)
+    }
+
+    /// A redis-rs client of [`url`](Self::url): for a TLS server it trusts the server's CA and
+    /// presents its client certificate ([`TlsFiles::certificates`]), and it installs ring as
+    /// the process's rustls `CryptoProvider` if none is installed yet (redis-rs needs one).
+    ///
+    /// ```no_run
+    /// # async fn f(server: &backbone_redis::testing::RedisServer) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut conn = server.client()?.get_multiplexed_async_connection().await?;
+    /// let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client(&self) -> Result<redis::Client, Error> {
+        let client = match self.tls() {
+            Some(tls) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                redis::Client::build_with_tls(self.url(), tls.certificates())
+            }
+            None => redis::Client::open(self.url()),
+        };
+        client.map_err(|e| Error::channel(format!("a client of {}", self.url), e))
     }
 
     /// Shuts the server down with SIGTERM (it flushes its AOF, if on) and waits for it to exit;
@@ -150,15 +252,11 @@ impl RedisServer {
             return Ok(());
         }
         let port = self.port;
-        self.child = Some(
-            match launch(&self.bin, port, self.dir.path(), &self.options) {
-                Ok(child) => child,
-                Err(Launch::Failed(e)) => return Err(e),
-                Err(Launch::PortTaken) => {
-                    return Err(Error::Config(format!("port {port} got taken")))
-                }
-            },
-        );
+        self.child = Some(match launch(&self.setup, port) {
+            Ok(child) => child,
+            Err(Launch::Failed(e)) => return Err(e),
+            Err(Launch::PortTaken) => return Err(Error::Config(format!("port {port} got taken"))),
+        });
         Ok(())
     }
 
@@ -212,7 +310,9 @@ enum Launch {
 }
 
 /// Spawns `redis-server` on `port` and waits until *it* (checked by pid) answers PING.
-fn launch(bin: &Path, port: u16, dir: &Path, options: &ServerOptions) -> Result<Child, Launch> {
+fn launch(setup: &Setup, port: u16) -> Result<Child, Launch> {
+    let Setup { bin, options, .. } = setup;
+    let dir = setup.dir.path();
     let log_path = dir.join("redis-server.log");
     let failed = |what: String, e: io::Error| Launch::Failed(Error::channel(what, e));
     let open_log = || OpenOptions::new().create(true).append(true).open(&log_path);
@@ -239,8 +339,23 @@ fn launch(bin: &Path, port: u16, dir: &Path, options: &ServerOptions) -> Result<
         "no",
         "--port",
     ]);
-    cmd.arg(port.to_string())
-        .arg("--appendonly")
+    match &setup.tls {
+        None => cmd.arg(port.to_string()),
+        Some(tls) => cmd
+            .args(["0", "--tls-port", &port.to_string(), "--tls-cert-file"])
+            .arg(tls.server_cert_path())
+            .arg("--tls-key-file")
+            .arg(tls.server_key_path())
+            .arg("--tls-ca-cert-file")
+            .arg(tls.ca_cert_path())
+            .args(["--tls-auth-clients", tls.mode().auth_clients()]),
+    };
+    if let Some(socket) = &setup.unix_socket {
+        cmd.arg("--unixsocket")
+            .arg(socket)
+            .args(["--unixsocketperm", "700"]);
+    }
+    cmd.arg("--appendonly")
         .arg(appendonly)
         .arg("--dir")
         .arg(dir);
@@ -259,7 +374,7 @@ fn launch(bin: &Path, port: u16, dir: &Path, options: &ServerOptions) -> Result<
             let what = format!("redis-server on port {port} ended ({status}) before answering");
             return Err(failed(what, log));
         }
-        let last = match probe(port) {
+        let last = match probe(port, setup.tls.as_ref()) {
             Ok(pid) if pid == child.id() => return Ok(child),
             Ok(pid) => format!("port {port} is answered by pid {pid}, not {}", child.id()),
             Err(e) => e.to_string(),
@@ -273,12 +388,22 @@ fn launch(bin: &Path, port: u16, dir: &Path, options: &ServerOptions) -> Result<
     }
 }
 
-/// Sends `PING` (answered `+PONG` once the data is loaded) and `INFO server` to 127.0.0.1:`port`;
-/// returns the answering server's pid.
-fn probe(port: u16) -> io::Result<u32> {
+/// Sends `PING` (answered `+PONG` once the data is loaded) and `INFO server` to 127.0.0.1:`port`,
+/// over TLS when `tls` is given (verifying the server against its CA); returns the answering
+/// server's pid.
+fn probe(port: u16, tls: Option<&TlsFiles>) -> io::Result<u32> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    match tls {
+        Some(tls) => answering_pid(tls.connect(stream)?),
+        None => answering_pid(stream),
+    }
+}
+
+/// The pid in the reply to `PING` and `INFO server` sent on `stream`.
+fn answering_pid(mut stream: impl Read + Write) -> io::Result<u32> {
     stream.write_all(b"PING\r\nINFO server\r\n")?;
     let (mut reply, mut chunk) = (Vec::new(), [0u8; 4096]);
     loop {
@@ -296,6 +421,23 @@ fn probe(port: u16) -> io::Result<u32> {
             return pid.parse().map_err(io::Error::other);
         }
     }
+}
+
+/// `redis+unix://` and `path`, percent-encoding what is not `[A-Za-z0-9/._~-]`.
+fn unix_url(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let mut url = String::from("redis+unix://");
+    for b in bytes {
+        if b.is_ascii_alphanumeric() || b"/._~-".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
 }
 
 fn kill_and_wait(child: &mut Child) {
