@@ -484,3 +484,17 @@ fn spawn_child(mut cmd: Command) -> io::Result<Child> {
     spawner.send((cmd, reply)).map_err(|_| gone())?;
     answer.recv().map_err(|_| gone())?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_urls_percent_encode_what_a_url_path_cannot_hold() {
+        let path = Path::new("/tmp/a b%#?/redis.sock");
+        let url = unix_url(path);
+        assert_eq!(url, "redis+unix:///tmp/a%20b%25%23%3F/redis.sock");
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).unwrap();
+        assert_eq!(info.addr(), &redis::ConnectionAddr::Unix(path.to_owned()));
+    }
+}
