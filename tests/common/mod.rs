@@ -11,6 +11,9 @@ use backbone_core::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+/// Settings and helpers of the delivery scenarios (`tests/delivery_*.rs`).
+pub mod delivery;
+
 /// A nested parameter type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Address {
