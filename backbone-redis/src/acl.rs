@@ -17,32 +17,32 @@
 //! // ACL SETUSER orders-producer on >password <rule>
 //! ```
 
-/// Every role: naming the connection (`CLIENT SETNAME`) and redis-rs's `CLIENT SETINFO`.
-const CLIENT: &str = "-@all +client|setname +client|setinfo";
+/// Every role: naming the connection (`CLIENT SETNAME`). (redis-rs also sends `CLIENT SETINFO`, new in Redis 7.2, and ignores its answer.)
+const CLIENT: &str = "-@all +client|setname";
 
 /// A producer: `PING` (before a retried send), the publish script (`EVALSHA`, `SCRIPT LOAD`
 /// after a restart) and what it calls. A producer built with `max_len` trims in the background
 /// and needs [`ADMIN`]'s trim commands too.
-pub const PRODUCER: &str = "-@all +client|setname +client|setinfo +ping +evalsha +script|load \
+pub const PRODUCER: &str = "-@all +client|setname +ping +evalsha +script|load \
      +type +hset +exists +xadd +del +set +pexpire";
 
 /// A consumer: creating its group, reading, acknowledging, claiming (`XAUTOCLAIM`, `XCLAIM`),
 /// delivery counts (`XPENDING`), payloads (`HGETALL`), the dead-letter script (`TYPE`, `TIME`,
 /// `XADD` to the group's dead-letter stream) and, with `remove_idle_consumers`, `XINFO
 /// CONSUMERS` and `XGROUP DELCONSUMER`.
-pub const CONSUMER: &str = "-@all +client|setname +client|setinfo +xgroup|create +xreadgroup \
+pub const CONSUMER: &str = "-@all +client|setname +xgroup|create +xreadgroup \
      +xack +xautoclaim +xclaim +xpending +hgetall +evalsha +script|load +type +time +xadd \
      +xinfo|consumers +xgroup|delconsumer";
 
 /// An event store: the append script (expected version, idempotency record, payloads, both
 /// streams, counters), reads, snapshots, projections' checkpoints and statistics. Consumers of
-/// the store's stream need [`CONSUMER`].
-pub const EVENT_STORE: &str = "-@all +client|setname +client|setinfo +evalsha +script|load +get \
-     +set +type +hset +hget +hmget +hgetall +hincrby +del +xadd +xrange +xrevrange +xlen +time";
+/// the store's stream need [`CONSUMER`]. (`stats` reads its three figures in one `MULTI`.)
+pub const EVENT_STORE: &str = "-@all +client|setname +evalsha +script|load +multi +exec \
+     +get +set +type +hset +hget +hmget +hgetall +hincrby +del +xadd +xrange +xrevrange +xlen +time";
 
 /// An admin: safe trimming (`StreamAdmin::trim`, `trim_before`: the plan's reads and the trim
 /// script) and dead letters (`DeadLetters` list, get, replay, purge).
-pub const ADMIN: &str = "-@all +client|setname +client|setinfo +evalsha +script|load +type \
+pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
      +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd";
 
 /// `commands` (one of the role constants) with access to the keys matching `key_pattern`.

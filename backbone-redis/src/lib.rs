@@ -12,6 +12,7 @@
 //! The `testing` feature adds the `testing` module, which starts a real Redis for tests.
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod connection;
 mod consumer;
 pub mod dead_letters;

@@ -374,9 +374,8 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
-/// `url` with the password of its user info (`user:password@`) replaced by `***`, and a
-/// `password=` query value too. Whatever is not a URL comes back with everything between
-/// `://` and the last `@` masked.
+/// `url` with the password of its user info (`user:password@`) replaced by `***`, and the
+/// values of `pass=` and `password=` query parameters too (a unix socket URL's credentials).
 ///
 /// ```
 /// use backbone_redis::settings::redact_url;
@@ -385,6 +384,10 @@ impl fmt::Debug for RedisSettings {
 /// assert_eq!(redact_url("rediss://:token@host:6380/0"), "rediss://:***@host:6380/0");
 /// assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
 /// assert_eq!(redact_url("redis+unix:///run/redis.sock"), "redis+unix:///run/redis.sock");
+/// assert_eq!(
+///     redact_url("redis+unix:///run/redis.sock?user=bb&pass=s3cret&db=1"),
+///     "redis+unix:///run/redis.sock?user=bb&pass=***&db=1"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -399,31 +402,58 @@ pub fn redact_url(url: &str) -> String {
         },
         None => authority.to_owned(),
     };
-    let tail = match tail.find("password=") {
-        Some(at) => {
-            let value = &tail[at + "password=".len()..];
-            let end = value.find(['&', '#']).unwrap_or(value.len());
-            format!("{}password=***{}", &tail[..at], &value[end..])
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query
+                .split_once('#')
+                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if is_password_param(name) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", masked.join("&"))
         }
         None => tail.to_owned(),
     };
     format!("{scheme}://{authority}{tail}")
 }
 
-/// `text` with the password of `url`, if it has one, replaced by `***`: for texts that come
-/// from elsewhere (redis-rs) and might quote it.
-fn scrub_password(url: &str, text: String) -> String {
+/// `text` with every password of `url` (user info, `pass=`, `password=`) replaced by `***`:
+/// for texts that come from elsewhere (redis-rs) and might quote it.
+fn scrub_password(url: &str, mut text: String) -> String {
     let Some((_, rest)) = url.split_once("://") else {
         return text;
     };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some((_, password)) = authority
         .rsplit_once('@')
         .and_then(|(info, _)| info.split_once(':'))
     {
-        Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
-        _ => text,
+        secrets.push(password);
     }
+    if let Some((_, query)) = rest.split_once('?') {
+        let query = query.split('#').next().unwrap_or_default();
+        for pair in query.split('&') {
+            if let Some((name, value)) = pair.split_once('=') {
+                if is_password_param(name) {
+                    secrets.push(value);
+                }
+            }
+        }
+    }
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "***");
+    }
+    text
+}
+
+fn is_password_param(name: &str) -> bool {
+    name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
 }
 
 fn env_var(name: &str) -> Option<String> {

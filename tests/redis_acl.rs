@@ -1,0 +1,341 @@
+//! Each role's ACL rule (`backbone_redis::acl`) with a real ACL user holding exactly that rule,
+//! on a `redis-server` of this file's own: the role's whole workflow works; with one command
+//! taken away, the error names the refused command; the password shows nowhere.
+
+mod common;
+
+use std::time::Duration;
+
+use backbone_core::store::{
+    Aggregate, AppendOptions, CachingPolicy, CheckpointPolicy, ExpectedVersion, Projection,
+};
+use backbone_core::{events_contract, Error, Metadata, RetryPolicy};
+use backbone_redis::store::EventStoreBuilder;
+use backbone_redis::testing::{unique_name, RedisServer, ServerOptions};
+use backbone_redis::{acl, DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin};
+use common::*;
+use tokio::sync::mpsc;
+
+/// A user `name` with `rule` on the keys of `uri`; returns its URL (password inside).
+async fn user(server: &RedisServer, uri: &str, commands: &str, minus: &str) -> (String, String) {
+    let name = unique_name("acl-user");
+    let password = format!("Pw-{}", unique_name("secret"));
+    let rule = acl::rule(commands, &format!("bb:{{{uri}}}:*"));
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(&name)
+        .arg("reset")
+        .arg("on")
+        .arg(format!(">{password}"));
+    for part in rule
+        .split(' ')
+        .chain(minus.split(' ').filter(|m| !m.is_empty()))
+    {
+        cmd.arg(part);
+    }
+    let _: () = cmd.query_async(&mut raw(server.url()).await).await.unwrap();
+    let url = server
+        .url()
+        .replacen("://", &format!("://{name}:{password}@"), 1);
+    (url, password)
+}
+
+fn server() -> RedisServer {
+    RedisServer::spawn(ServerOptions::default()).unwrap()
+}
+
+/// The error names `command` and never shows `password`.
+fn refused(err: &Error, command: &str, password: &str) {
+    let (text, debug) = (err.to_string(), format!("{err:?}"));
+    assert!(
+        text.contains("NOPERM") || text.contains("no permissions"),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains(command),
+        "{text} does not name {command}"
+    );
+    assert!(
+        !text.contains(password) && !debug.contains(password),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_producer_needs_exactly_its_rule() {
+    let server = server();
+    let uri = unique_name("acl-producer");
+    let (url, password) = user(&server, &uri, acl::PRODUCER, "").await;
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_kinds_producer()
+        .await
+        .unwrap();
+    producer.text("hello".into()).await.unwrap();
+    producer.unit().await.unwrap(); // the sent-record path: EXISTS, SET
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw(server.url()).await)
+        .await
+        .unwrap();
+    producer.text("after a script flush".into()).await.unwrap(); // SCRIPT LOAD
+    assert_eq!(stream_ids(server.url(), &uri).await.len(), 3);
+
+    let (url, password2) = user(&server, &uri, acl::PRODUCER, "-xadd").await;
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_kinds_producer()
+        .await
+        .unwrap();
+    let err = producer.text("refused".into()).await.unwrap_err();
+    refused(&err, "xadd", &password2);
+    assert!(!err.to_string().contains(&password));
+}
+
+#[tokio::test]
+async fn a_consumer_needs_exactly_its_rule() {
+    let server = server();
+    let uri = unique_name("acl-consumer");
+    let (url, _) = user(&server, &uri, acl::CONSUMER, "").await;
+    let sender = producer(server.url(), &uri).await;
+    send(&sender, 0..6).await;
+    // A consumer that died holding ticks 0..6: the ACL user's consumer claims them.
+    let mut admin = raw(server.url()).await;
+    let stream = keys(&uri).stream().to_owned();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    send(&sender, 6..10).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut recorder = TickRecorder::new("acl", tx);
+    recorder.fail = |n| n == 7; // retried, then dead-lettered
+    let lifetime = RedisConsumerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .group("g")
+        .name("acl-1")
+        .claim_min_idle(Duration::from_millis(100))
+        .remove_idle_consumers(Duration::from_millis(50))
+        .retry(RetryPolicy {
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            max_deliveries: 2,
+        })
+        .subscribe_ticks_consumer(recorder)
+        .await
+        .unwrap();
+    let seen = collect(&mut rx, 9, WAIT).await;
+    let mut ns: Vec<u64> = seen.iter().map(|s| s.n).collect();
+    ns.sort();
+    assert_eq!(ns, [0, 1, 2, 3, 4, 5, 6, 8, 9]);
+    let dead = DeadLetters::connect(server.url(), None, &uri, "g")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, 1).await;
+    lifetime.shutdown().await.unwrap();
+
+    let (url, password) = user(&server, &uri, acl::CONSUMER, "-xreadgroup").await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .group("g2")
+        .subscribe_ticks_consumer(TickRecorder::new("refused", tx))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("a refused XREADGROUP ends the consumer")
+        .unwrap_err();
+    refused(&err, "xreadgroup", &password);
+}
+
+#[events_contract]
+pub trait Ledger {
+    async fn deposited(&self, cents: i64);
+}
+
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Balance {
+    cents: i64,
+}
+
+impl Aggregate for Balance {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "balance";
+    fn apply(&mut self, LedgerEvent::Deposited { cents }: &LedgerEvent) {
+        self.cents += cents;
+    }
+}
+
+impl Projection for Balance {
+    type Event = LedgerEvent;
+    const NAME: &'static str = "total";
+    fn apply(&mut self, LedgerEvent::Deposited { cents }: &LedgerEvent, _: &Metadata) {
+        self.cents += cents;
+    }
+}
+
+#[tokio::test]
+async fn an_event_store_needs_exactly_its_rule() {
+    let server = server();
+    let uri = unique_name("acl-store");
+    let (url, _) = user(&server, &uri, acl::EVENT_STORE, "").await;
+    let store = EventStoreBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .caching(CachingPolicy::EveryEvents(1))
+        .build::<LedgerEvent>()
+        .await
+        .unwrap();
+    let deposit = |cents| [LedgerEvent::Deposited { cents }];
+    let once = AppendOptions::idempotent("first");
+    store
+        .append(
+            "acc-1",
+            ExpectedVersion::NoStream,
+            &deposit(5),
+            once.clone(),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .append("acc-1", ExpectedVersion::NoStream, &deposit(5), once)
+        .await;
+    assert!(again.unwrap().replayed);
+    store
+        .append(
+            "acc-1",
+            ExpectedVersion::Exact(1),
+            &deposit(7),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.read("acc-1", 1, 10).await.unwrap().events.len(), 2);
+    assert_eq!(
+        store.load::<Balance>("acc-1").await.unwrap().state.cents,
+        12
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await; // the snapshot, written in the background
+    assert_eq!(
+        store.load::<Balance>("acc-1").await.unwrap().state.cents,
+        12
+    );
+    let projection = store
+        .project::<Balance>(CheckpointPolicy::default())
+        .await
+        .unwrap();
+    projection.caught_up().await.unwrap();
+    assert_eq!(projection.state().cents, 12);
+    projection.shutdown().await.unwrap();
+    assert!(store.checkpoint::<Balance>().await.unwrap().is_some());
+    let stats = store.stats(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stats.appended, 2);
+    let now = backbone_core::metadata::now_millis();
+    assert_eq!(store.count_between(0, now + 1000).await.unwrap(), 2);
+
+    let (url, password) = user(&server, &uri, acl::EVENT_STORE, "-xadd").await;
+    let store = EventStoreBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build::<LedgerEvent>()
+        .await
+        .unwrap();
+    let err = store
+        .append(
+            "acc-2",
+            ExpectedVersion::Any,
+            &deposit(1),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    refused(&err, "xadd", &password);
+}
+
+#[tokio::test]
+async fn an_admin_needs_exactly_its_rule() {
+    let server = server();
+    let uri = unique_name("acl-admin");
+    // As the default user: ticks handled by group g, tick 2 dead-lettered.
+    let sender = producer(server.url(), &uri).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut recorder = TickRecorder::new("g", tx);
+    recorder.fail = |n| n == 2;
+    let lifetime = RedisConsumerBuilder::new()
+        .url(server.url())
+        .uri(&uri)
+        .group("g")
+        .retry(RetryPolicy {
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+            max_deliveries: 1,
+        })
+        .subscribe_ticks_consumer(recorder)
+        .await
+        .unwrap();
+    send(&sender, 0..5).await;
+    collect(&mut rx, 4, WAIT).await;
+    let (url, password) = user(&server, &uri, acl::ADMIN, "").await;
+    let dead = DeadLetters::connect(&url, None, &uri, "g").await.unwrap();
+    wait_dead_letters(&dead, 1).await;
+    lifetime.shutdown().await.unwrap();
+
+    let letters = dead.list(None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(dead.get(&letters[0].id).await.unwrap().is_some());
+    dead.replay(&letters[0].id).await.unwrap();
+    assert_eq!(dead.len().await.unwrap(), 0);
+    let (refused_url, password2) = user(&server, &uri, acl::ADMIN, "-xtrim").await;
+    let refused_admin = StreamAdmin::connect(&refused_url, None, &uri)
+        .await
+        .unwrap();
+    let err = refused_admin.trim(0).await.unwrap_err();
+    refused(&err, "xtrim", &password2);
+    assert!(!err.to_string().contains(&password));
+    let admin = StreamAdmin::connect(&url, None, &uri).await.unwrap();
+    assert_eq!(admin.len().await.unwrap(), 6);
+    admin.trim_before("1").await.unwrap();
+    let report = admin.trim(0).await.unwrap();
+    // Group g has not read the replayed entry: it holds the trim back there.
+    assert_eq!(
+        (report.entries, report.held_back_by.as_deref()),
+        (5, Some("g"))
+    );
+    assert_eq!(dead.purge_all().await.unwrap(), 0);
+}
+
+#[test]
+fn the_readme_lists_every_rule() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (role, rule) in [
+        ("producer", acl::PRODUCER),
+        ("consumer", acl::CONSUMER),
+        ("event store", acl::EVENT_STORE),
+        ("admin", acl::ADMIN),
+    ] {
+        assert!(
+            readme.contains(rule),
+            "the README lacks the {role} rule `{rule}`"
+        );
+    }
+}
