@@ -55,7 +55,8 @@ impl Channel {
         match TestRedis::start().await {
             Ok(server) => {
                 let url = server.url().to_owned();
-                eprintln!("channel: Redis at {url} ({:?})", server.source());
+                let shown = backbone_redis::settings::redact_url(&url);
+                eprintln!("channel: Redis at {shown} ({:?})", server.source());
                 Channel::Redis {
                     url,
                     _server: Some(Box::new(server)),

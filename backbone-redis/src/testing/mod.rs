@@ -74,12 +74,20 @@ pub enum RedisSource {
 /// let mut conn = redis::Client::open(redis.url())?.get_multiplexed_async_connection().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct TestRedis {
     url: String,
     source: RedisSource,
     _server: Option<RedisServer>,
     _container: Option<ContainerKeeper>,
+}
+
+impl std::fmt::Debug for TestRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestRedis")
+            .field("url", &crate::settings::redact_url(&self.url))
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestRedis {
