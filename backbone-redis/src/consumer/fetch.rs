@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, Payload, Shared};
-use super::reader::{is_fatal, Batch, Incoming};
+use super::messages::{Batch, Incoming};
+use super::reader::is_fatal;
 use crate::connection::redis_error;
-use crate::entry::{bytes_to_string, field_pairs, EntryHeader, RawEntry};
+use crate::entry::{field_pairs, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
 use crate::retry::Backoff;
 
@@ -184,13 +185,5 @@ fn delivery_count(reply: Value) -> u32 {
     match cols.get(3) {
         Some(Value::Int(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
         _ => 1,
-    }
-}
-
-/// Ids from an `XAUTOCLAIM` reply's list of deleted entries.
-pub(super) fn ids(reply: Value) -> Vec<String> {
-    match reply {
-        Value::Array(items) => items.into_iter().filter_map(bytes_to_string).collect(),
-        _ => Vec::new(),
     }
 }

@@ -1,10 +1,13 @@
 //! The Redis consumer: [`RedisConsumerBuilder`] checks the options, creates the group and starts
-//! four tasks: the reader and the claimer (`reader.rs`) bring entries, the fetcher
-//! (`fetch.rs`) fetches their payloads while the reader reads on, the worker (`worker.rs`)
-//! schedules them; each event's fate is decided in `job.rs`.
+//! four tasks: the reader (`reader.rs`) reads entries, the fetcher (`fetch.rs`) fetches their
+//! payloads while the reader reads on, the claimer (`claimer.rs`) takes over entries other
+//! consumers left idle, and the worker (`worker.rs`) schedules the jobs they send it; what the
+//! tasks send each other is in `messages.rs`, and each event's fate is decided in `job.rs`.
 
+mod claimer;
 mod fetch;
 mod job;
+mod messages;
 mod reader;
 mod worker;
 
@@ -287,7 +290,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             incoming_tx.clone(),
             tasks_stop.clone(),
         ));
-        tokio::spawn(reader::claimer(
+        tokio::spawn(claimer::claimer(
             shared.clone(),
             self.batch_size,
             self.remove_idle_consumers,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use super::job::{self, Job, Outcome, Shared};
-use super::reader::Incoming;
+use super::messages::Incoming;
 use crate::connection::redis_error;
 
 /// Read requests the worker keeps outstanding: while the fetcher fetches one batch's payloads,
