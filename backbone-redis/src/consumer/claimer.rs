@@ -16,7 +16,10 @@ use super::messages::Incoming;
 use crate::connection::{redis_error, Connection};
 use crate::entry::{bytes_to_string, parse_entry};
 
-/// Claims idle entries of other consumers, every `claim_min_idle / 2`.
+/// Claims idle entries of other consumers, every `claim_min_idle / 2`. A failed round is tried
+/// again at the next one; an error retrying cannot fix (a refused `XAUTOCLAIM`, `XINFO` or
+/// `XGROUP DELCONSUMER`, lost authentication) is raised and ends the consumer, since entries a
+/// dead consumer left would otherwise never be claimed.
 pub(super) async fn claimer(
     shared: Arc<Shared>,
     batch_size: usize,
@@ -32,10 +35,16 @@ pub(super) async fn claimer(
             _ = tokio::time::sleep(every) => {}
         }
         if let Err(e) = claim_round(&shared, &mut conn, batch_size, &out, &stop).await {
+            let Some(e) = shared.fatal.raise_if_fatal(e) else {
+                return;
+            };
             tracing::warn!(stream = shared.keys.stream(), error = %e, "claiming failed; will try again");
         }
         if let Some(idle) = remove_idle {
             if let Err(e) = remove_idle_consumers(&shared, &mut conn, idle).await {
+                let Some(e) = shared.fatal.raise_if_fatal(e) else {
+                    return;
+                };
                 tracing::warn!(stream = shared.keys.stream(), error = %e, "removing idle consumers failed");
             }
         }

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, Payload, Shared};
 use super::messages::{Batch, Incoming};
-use super::reader::is_fatal;
 use crate::connection::redis_error;
 use crate::entry::{field_pairs, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
@@ -138,20 +137,15 @@ pub(super) async fn fetcher(
                     e
                 }
             };
-            match e {
-                e if is_fatal(&e) => {
-                    let _ = out.send(Incoming::Fatal(e)).await;
-                    return;
-                }
-                e => {
-                    let delay = backoff.next();
-                    tracing::warn!(stream = shared.keys.stream(), error = %e,
-                        retry_in_ms = delay.as_millis() as u64, "fetching payloads failed; will try again");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+            let Some(e) = shared.fatal.raise_if_fatal(e) else {
+                return;
+            };
+            let delay = backoff.next();
+            tracing::warn!(stream = shared.keys.stream(), error = %e,
+                retry_in_ms = delay.as_millis() as u64, "fetching payloads failed; will try again");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
             }
         };
         if out.send(Incoming::Read(jobs)).await.is_err() {

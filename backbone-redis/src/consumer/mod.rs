@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
 use crate::keys::StreamKeys;
 use job::Shared;
+use messages::Fatal;
 use reader::Reader;
 use tokio::sync::mpsc;
 use worker::Worker;
@@ -251,11 +252,13 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         let mut commands = command_connection(&client).await?;
         create_group(&mut commands, keys.stream(), &self.group).await?;
         let reader_conn = reader_connection(&client, self.block).await?;
+        let fatal = Arc::new(Fatal::default());
         let shared = Arc::new(Shared {
             acker: Arc::new(RedisAcker {
                 connection: commands.clone(),
                 stream: keys.stream().to_owned(),
                 group: self.group.clone(),
+                fatal: fatal.clone(),
             }),
             commands,
             keys,
@@ -267,6 +270,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             retry: self.retry,
             on_unknown: self.on_unknown,
             claim_min_idle: self.claim_min_idle,
+            fatal,
         });
         let (requests_tx, requests_rx) = mpsc::channel(worker::READS_AHEAD);
         let (batches_tx, batches_rx) = mpsc::channel(1);
@@ -278,12 +282,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             connection: reader_conn,
             block: self.block,
         };
-        tokio::spawn(reader.run(
-            requests_rx,
-            batches_tx,
-            incoming_tx.clone(),
-            tasks_stop.clone(),
-        ));
+        tokio::spawn(reader.run(requests_rx, batches_tx, tasks_stop.clone()));
         tokio::spawn(fetch::fetcher(
             shared.clone(),
             batches_rx,
@@ -336,11 +335,14 @@ pub(crate) async fn create_group(
     }
 }
 
-/// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack).
+/// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack). The
+/// handler gets any error; one retrying cannot fix (`XACK` refused, authentication lost) also
+/// ends the consumer.
 struct RedisAcker {
     connection: Connection,
     stream: String,
     group: String,
+    fatal: Arc<Fatal>,
 }
 
 #[async_trait]
@@ -354,6 +356,10 @@ impl Acknowledge for RedisAcker {
             .query_async::<i64>(&mut connection)
             .await
             .map(drop)
-            .map_err(|e| redis_error(format!("XACK {} on {}", metadata.stream_id, self.stream), e))
+            .map_err(|e| {
+                let context = format!("XACK {} on {}", metadata.stream_id, self.stream);
+                self.fatal.raise_if_fatal(redis_error(context.clone(), e.clone()));
+                redis_error(context, e)
+            })
     }
 }

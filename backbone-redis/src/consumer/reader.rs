@@ -12,25 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::job::Shared;
-use super::messages::{Batch, Incoming};
+use super::messages::Batch;
 use crate::connection::{reader_connection, redis_error};
 use crate::entry::{parse_read_reply, RawEntry};
 use crate::retry::Backoff;
-
-/// Errors after which retrying cannot help: the group or stream was deleted, or Redis refuses
-/// our credentials.
-pub(super) fn is_fatal(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else {
-        return false;
-    };
-    let Some(e) = source.downcast_ref::<redis::RedisError>() else {
-        return false;
-    };
-    matches!(
-        e.code(),
-        Some("NOGROUP" | "NOAUTH" | "WRONGPASS" | "NOPERM")
-    )
-}
 
 pub(super) struct Reader {
     pub shared: Arc<Shared>,
@@ -47,7 +32,6 @@ impl Reader {
         mut self,
         mut requests: mpsc::Receiver<usize>,
         batches: mpsc::Sender<Batch>,
-        out: mpsc::Sender<Incoming>,
         stop: CancellationToken,
     ) {
         // `Some(cursor)`: re-reading own pending entries after `cursor`; `None`: reading new ones.
@@ -76,7 +60,7 @@ impl Reader {
                         break;
                     }
                     Err(e) => {
-                        if self.recover(e, &out, &stop, &mut backoff).await.is_err() {
+                        if self.recover(e, &stop, &mut backoff).await.is_err() {
                             return;
                         }
                         pending = Some("0-0".into());
@@ -109,18 +93,17 @@ impl Reader {
             .map_err(|reason| Error::channel(context(), format!("unexpected reply: {reason}")))
     }
 
-    /// Backs off and reconnects after a transient error; sends fatal ones to the worker.
+    /// Backs off and reconnects after an error retrying may fix; raises (and returns `Err`
+    /// for) one it cannot, whether the read or the reconnection failed with it: a password
+    /// rotated or a user disabled shows only when reconnecting.
     async fn recover(
         &mut self,
         e: Error,
-        out: &mpsc::Sender<Incoming>,
         stop: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), ()> {
-        if is_fatal(&e) {
-            let _ = out.send(Incoming::Fatal(e)).await;
-            return Err(());
-        }
+        let fatal = &self.shared.fatal;
+        let e = fatal.raise_if_fatal(e).ok_or(())?;
         let delay = backoff.next();
         tracing::warn!(stream = self.shared.keys.stream(), consumer = %self.shared.name, error = %e,
             retry_in_ms = delay.as_millis() as u64, "read failed; reconnecting");
@@ -130,7 +113,11 @@ impl Reader {
         }
         match reader_connection(&self.client, self.block).await {
             Ok(connection) => self.connection = connection,
-            Err(e) => tracing::warn!(error = %e, "reconnect failed; will try again"),
+            Err(e) => {
+                let e = fatal.raise_if_fatal(e).ok_or(())?;
+                tracing::warn!(stream = self.shared.keys.stream(), error = %e,
+                    "reconnect failed; will try again");
+            }
         }
         Ok(())
     }

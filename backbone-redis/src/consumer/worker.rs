@@ -68,7 +68,6 @@ impl Worker {
         let mut retries: DelayQueue<Job> = DelayQueue::new();
         let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
         let mut stopping: Option<Instant> = None; // the grace deadline, once stopping
-        let mut fatal: Option<Error> = None;
         loop {
             if stopping.is_none() && self.max_reached(&st) {
                 stopping = Some(Instant::now() + self.shutdown_grace);
@@ -100,12 +99,11 @@ impl Worker {
                         self.enqueue(&mut st, jobs);
                     }
                     Some(Incoming::Claimed(jobs)) => self.enqueue(&mut st, jobs),
-                    Some(Incoming::Fatal(e)) => {
-                        fatal = Some(e);
-                        stopping = Some(Instant::now() + self.shutdown_grace);
-                    }
                     None => stopping = Some(Instant::now()),
                 },
+                _ = self.shared.fatal.raised(), if stopping.is_none() => {
+                    stopping = Some(Instant::now() + self.shutdown_grace);
+                }
                 _ = stop.cancelled(), if stopping.is_none() => {
                     stopping = Some(Instant::now() + self.shutdown_grace);
                 }
@@ -120,7 +118,7 @@ impl Worker {
         }
         self.tasks_stop.cancel();
         self.finish_acks(&mut st).await;
-        match fatal {
+        match self.shared.fatal.take() {
             Some(e) => {
                 tracing::error!(stream = self.shared.keys.stream(), group = %self.shared.group,
                     error = %e, "consumer stopped");
@@ -216,7 +214,8 @@ impl Worker {
 
     /// Sends one `XACK` of every success so far without waiting for it (the worker goes on
     /// handling events meanwhile); [`finish_acks`](Self::finish_acks) waits for them. On
-    /// failure the entries stay pending and are delivered again: a duplicate, never a loss.
+    /// failure the entries stay pending and are delivered again: a duplicate, never a loss; a
+    /// refused `XACK` (or lost authentication) is raised and ends the consumer.
     fn flush(&self, st: &mut State) {
         while st.acking.try_join_next().is_some() {}
         if st.acks.is_empty() {
@@ -233,7 +232,9 @@ impl Worker {
                 .await;
             if let Err(e) = result {
                 let e = redis_error(format!("XACK on {}", shared.keys.stream()), e);
-                tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
+                if let Some(e) = shared.fatal.raise_if_fatal(e) {
+                    tracing::error!(error = %e, count = acks.len(), "acknowledgement failed; the entries will be delivered again");
+                }
             }
         });
     }
