@@ -1,5 +1,6 @@
-//! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch and, for
-//! entries read again (pending or claimed), their delivery counts. The [`fetcher`] task does
+//! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch (only keys
+//! of the stream's own payload prefix are ever read) and, for entries read again (pending or
+//! claimed), their delivery counts. The [`fetcher`] task does
 //! this for the reader's batches, so that the next `XREADGROUP` overlaps this round trip.
 
 use std::sync::Arc;
@@ -28,7 +29,11 @@ pub(super) async fn jobs(
     batch: Vec<RawEntry>,
     counts: bool,
 ) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
-    let headers: Vec<_> = batch.iter().map(RawEntry::header).collect();
+    let prefix = keys.payload_prefix();
+    let headers: Vec<_> = batch
+        .iter()
+        .map(|entry| confined(entry.header(), &entry.id, &prefix))
+        .collect();
     // One HGETALL per entry that names a payload, in entry order, so that each reply moves
     // into its own job (two entries naming one hash, an event and its replay, each get theirs).
     let mut pipe = redis::pipe();
@@ -151,6 +156,28 @@ pub(super) async fn fetcher(
         if out.send(Incoming::Read(jobs)).await.is_err() {
             return;
         }
+    }
+}
+
+/// An entry may only name a payload hash of its own stream (a key starting with `prefix`, see
+/// [`StreamKeys::payload_prefix`]): an entry naming any other key is malformed, dead-lettered
+/// with a reason naming the field and the key, and that key is never read, so an entry cannot
+/// hand a handler the contents of a key that is not this stream's.
+fn confined(
+    header: Result<EntryHeader, Error>,
+    id: &str,
+    prefix: &str,
+) -> Result<EntryHeader, Error> {
+    let header = header?;
+    match header.payload.as_deref() {
+        Some(key) if !key.starts_with(prefix) => Err(Error::malformed(
+            id,
+            format!(
+                "field `payload` = {key:?} is not a payload key of this stream \
+                 (those start with {prefix:?}); it was not read"
+            ),
+        )),
+        _ => Ok(header),
     }
 }
 
