@@ -90,7 +90,9 @@ async fn stopped_with_error(lifetime: backbone_core::ConsumerLifetime) -> String
     let result = tokio::time::timeout(WAIT, lifetime.completion())
         .await
         .expect("the consumer stops on its own");
-    let text = result.expect_err("the consumer stops with an error").to_string();
+    let text = result
+        .expect_err("the consumer stops with an error")
+        .to_string();
     for secret in [PASSWORD, NEW_PASSWORD] {
         assert!(!text.contains(secret), "the error names a password: {text}");
         let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
@@ -107,7 +109,10 @@ fn refused(text: &str) -> bool {
 /// Asserts `text` carries Redis's refusal of `command`, and our own context naming it.
 fn assert_refused(text: &str, command: &str) {
     assert!(refused(text), "{text}");
-    assert!(text.contains(command), "our context names {command}: {text}");
+    assert!(
+        text.contains(command),
+        "our context names {command}: {text}"
+    );
     let lower = command.to_lowercase();
     assert!(
         text.contains(&format!("'{lower}'")),
@@ -252,7 +257,10 @@ async fn a_refused_xinfo_of_remove_idle_consumers_ends_the_consumer() {
         .unwrap();
     let text = stopped_with_error(lifetime).await;
     assert!(text.contains("XINFO CONSUMERS"), "{text}");
-    assert!(refused(&text) && text.contains("'xinfo|consumers'"), "{text}");
+    assert!(
+        refused(&text) && text.contains("'xinfo|consumers'"),
+        "{text}"
+    );
 }
 
 /// Starts a consumer as `u`, checks it handles an event, applies `change` to `u` and kills
@@ -281,7 +289,10 @@ async fn lose_authentication(change: &[&str]) -> String {
         .query_async(&mut admin)
         .await
         .unwrap();
-    assert!(killed >= 2, "the reader's and the commands' connections: {killed}");
+    assert!(
+        killed >= 2,
+        "the reader's and the commands' connections: {killed}"
+    );
     let text = stopped_with_error(lifetime).await;
     assert!(
         text.contains("WRONGPASS") || text.contains("uthentication"),

@@ -465,7 +465,10 @@ async fn an_entry_naming_a_key_outside_its_streams_payloads_is_dead_lettered_unr
         .unwrap();
     let seen = collect(&mut rx, 3, WAIT).await;
     assert_exactly_once(&sent, &ids(&seen));
-    assert!(seen.iter().all(|s| s.n != 42), "a foreign hash reached the handler");
+    assert!(
+        seen.iter().all(|s| s.n != 42),
+        "a foreign hash reached the handler"
+    );
     let dead = DeadLetters::connect(server.url(), None, &uri, "default")
         .await
         .unwrap();

@@ -64,6 +64,11 @@ async fn claim_round(
         if stop.is_cancelled() {
             return Ok(());
         }
+        // No more than the room left under `max_buffered_bytes` holds; the rest next time.
+        let count = shared.budget.claimable(batch_size);
+        if count == 0 {
+            return Ok(());
+        }
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(shared.keys.stream())
             .arg(&shared.group)
@@ -71,7 +76,7 @@ async fn claim_round(
             .arg(shared.claim_min_idle.as_millis() as u64)
             .arg(&cursor)
             .arg("COUNT")
-            .arg(batch_size)
+            .arg(count)
             .query_async(conn)
             .await
             .map_err(|e| redis_error(format!("XAUTOCLAIM on {}", shared.keys.stream()), e))?;
@@ -109,6 +114,10 @@ async fn claim_round(
             let jobs = fetch::jobs(conn, &shared.keys, &shared.group, entries, true)
                 .await
                 .map_err(|(e, _)| e)?;
+            // Held from now on: the worker releases these bytes when it takes the jobs.
+            let bytes = jobs.iter().map(|job| job.size).sum();
+            shared.budget.observe(bytes, jobs.len());
+            shared.budget.hold(bytes);
             if out.send(Incoming::Claimed(jobs)).await.is_err() {
                 return Ok(());
             }

@@ -101,6 +101,7 @@ pub(super) async fn jobs(
                 Some(_) => parse_hash(payloads.next()),
             };
             Job {
+                size: size(&entry, &payload),
                 entry,
                 header,
                 payload,
@@ -153,10 +154,24 @@ pub(super) async fn fetcher(
                 _ = tokio::time::sleep(delay) => {}
             }
         };
+        let bytes = jobs.iter().map(|job| job.size).sum();
+        shared.budget.observe(bytes, jobs.len());
         if out.send(Incoming::Read(jobs)).await.is_err() {
             return;
         }
     }
+}
+
+/// The bytes a job holds: its entry's id, field names and values, and its payload's.
+fn size(entry: &RawEntry, payload: &Payload) -> usize {
+    let fields = entry.fields.iter().flatten();
+    let entry_bytes: usize = fields.map(|(name, value)| name.len() + value.len()).sum();
+    let payload_bytes = match payload {
+        Payload::None => 0,
+        Payload::Fields(fields) => fields.iter().map(|(n, v)| n.len() + v.len()).sum(),
+        Payload::Unreadable(why) => why.len(),
+    };
+    entry.id.len() + entry_bytes + payload_bytes
 }
 
 /// An entry may only name a payload hash of its own stream (a key starting with `prefix`, see

@@ -14,6 +14,7 @@ use backbone_core::{
 use futures::FutureExt;
 use redis::Value;
 
+use super::budget::Budget;
 use super::messages::Fatal;
 use super::RedisAcker;
 use crate::connection::redis_error;
@@ -36,6 +37,8 @@ pub(super) struct Shared {
     pub claim_min_idle: Duration,
     /// Where any task raises the error that ends the consumer.
     pub fatal: Arc<Fatal>,
+    /// The bytes held read but not yet handled, and the bound on them.
+    pub budget: Budget,
 }
 
 /// An entry read, with its payload fetched.
@@ -49,6 +52,8 @@ pub(super) struct Job {
     pub since: Instant,
     /// Set while the job waits to be delivered again after a failure.
     pub retry_after: Option<Duration>,
+    /// The bytes it holds (entry and payload), counted against `max_buffered_bytes`.
+    pub size: usize,
 }
 
 impl Job {

@@ -2,8 +2,10 @@
 //! four tasks: the reader (`reader.rs`) reads entries, the fetcher (`fetch.rs`) fetches their
 //! payloads while the reader reads on, the claimer (`claimer.rs`) takes over entries other
 //! consumers left idle, and the worker (`worker.rs`) schedules the jobs they send it; what the
-//! tasks send each other is in `messages.rs`, and each event's fate is decided in `job.rs`.
+//! tasks send each other is in `messages.rs`, the bound on the bytes held read but not handled
+//! in `budget.rs`, and each event's fate is decided in `job.rs`.
 
+mod budget;
 mod claimer;
 mod fetch;
 mod job;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
 use crate::keys::StreamKeys;
+use budget::Budget;
 use job::Shared;
 use messages::Fatal;
 use reader::Reader;
@@ -37,7 +40,8 @@ use worker::Worker;
 /// [`default_consumer_name`] (stable across restarts of the same program on the same host),
 /// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`,
 /// [`RetryPolicy::default`] (100 ms doubling to 10 s, 5 deliveries), `claim_min_idle` 30 s,
-/// `concurrency` 1, [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s, idle consumers kept.
+/// `concurrency` 1, [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s, idle consumers kept,
+/// `max_buffered_bytes` 64 MiB.
 ///
 /// Delivery is at least once: an event is acknowledged after its handler succeeds; a failing
 /// one is delivered again after a backoff, then moved to the group's dead-letter stream (see
@@ -92,7 +96,11 @@ pub struct RedisConsumerBuilder {
     on_unknown: UnknownPolicy,
     shutdown_grace: Duration,
     remove_idle_consumers: Option<Duration>,
+    max_buffered_bytes: usize,
 }
+
+/// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
+const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 
 impl Default for RedisConsumerBuilder {
     fn default() -> Self {
@@ -112,6 +120,7 @@ impl Default for RedisConsumerBuilder {
             on_unknown: UnknownPolicy::DeadLetter,
             shutdown_grace: Duration::from_secs(10),
             remove_idle_consumers: None,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -221,6 +230,28 @@ impl RedisConsumerBuilder {
         self.remove_idle_consumers = Some(idle);
         self
     }
+
+    /// How many bytes this consumer may hold read but not yet handled (default 64 MiB): the
+    /// events queued, running or waiting for a retry, each counted as its entry's and its
+    /// payload's bytes, and the batches being read and fetched, counted at the bytes per entry
+    /// observed so far. While the bound is reached nothing more is read; a read asks for as
+    /// many entries as the room left holds, at most `batch_size`, and for at least one when
+    /// nothing is held, so a bound smaller than one event still lets events through, one at a
+    /// time. Until a first batch shows the size of an entry, reads ask for one entry. Claims
+    /// (of entries a dead consumer left) take what the room left holds too, but do not wait
+    /// for reads blocked on an idle stream, so a claim made while reads are outstanding may
+    /// exceed the bound by what those reads then bring. Must be at least 1.
+    ///
+    /// ```
+    /// use backbone_redis::RedisConsumerBuilder;
+    ///
+    /// // Large payloads, a slow handler: hold at most about 8 MiB.
+    /// let builder = RedisConsumerBuilder::new().uri("images").max_buffered_bytes(8 << 20);
+    /// ```
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
 }
 
 impl ConsumerBuilder for RedisConsumerBuilder {
@@ -235,6 +266,11 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         }
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.max_buffered_bytes == 0 {
+            return Err(Error::Config(
+                "max_buffered_bytes must be at least 1".into(),
+            ));
         }
         if self.claim_min_idle < Duration::from_millis(10) {
             return Err(Error::Config(
@@ -271,6 +307,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             on_unknown: self.on_unknown,
             claim_min_idle: self.claim_min_idle,
             fatal,
+            budget: Budget::new(self.max_buffered_bytes),
         });
         let (requests_tx, requests_rx) = mpsc::channel(worker::READS_AHEAD);
         let (batches_tx, batches_rx) = mpsc::channel(1);
@@ -358,7 +395,8 @@ impl Acknowledge for RedisAcker {
             .map(drop)
             .map_err(|e| {
                 let context = format!("XACK {} on {}", metadata.stream_id, self.stream);
-                self.fatal.raise_if_fatal(redis_error(context.clone(), e.clone()));
+                self.fatal
+                    .raise_if_fatal(redis_error(context.clone(), e.clone()));
                 redis_error(context, e)
             })
     }
