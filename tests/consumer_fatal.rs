@@ -263,6 +263,37 @@ async fn a_refused_xinfo_of_remove_idle_consumers_ends_the_consumer() {
     );
 }
 
+#[tokio::test]
+async fn a_refused_xgroup_delconsumer_ends_the_consumer() {
+    let (_server, mut admin, url) = server_with_user(&["-xgroup|delconsumer"]).await;
+    let uri = unique_name("fatal-delconsumer");
+    let stream = keys(&uri).stream().to_owned();
+    for args in [
+        &["CREATE", &stream, "default", "0", "MKSTREAM"][..],
+        &["CREATECONSUMER", &stream, "default", "old"][..],
+    ] {
+        let _: redis::Value = redis::cmd("XGROUP")
+            .arg(args)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await; // "old" is idle longer than 1 ms
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = consumer(&url, &uri)
+        .claim_min_idle(Duration::from_millis(100))
+        .remove_idle_consumers(Duration::from_millis(1))
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let text = stopped_with_error(lifetime).await;
+    assert!(text.contains("XGROUP DELCONSUMER old"), "{text}");
+    assert!(
+        refused(&text) && text.contains("'xgroup|delconsumer'"),
+        "{text}"
+    );
+}
+
 /// Starts a consumer as `u`, checks it handles an event, applies `change` to `u` and kills
 /// `u`'s connections: the consumer must stop with an authentication error.
 async fn lose_authentication(change: &[&str]) -> String {

@@ -42,6 +42,12 @@ impl Fatal {
         if !classify(&e).is_fatal() {
             return Some(e);
         }
+        self.raise(e);
+        None
+    }
+
+    /// Raises `e`, whatever its class: the consumer cannot go on.
+    pub fn raise(&self, e: Error) {
         let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
         if first.is_none() && !self.raised.is_cancelled() {
             *first = Some(e);
@@ -49,7 +55,11 @@ impl Fatal {
             tracing::error!(error = %e, "another error that ends the consumer");
         }
         self.raised.cancel();
-        None
+    }
+
+    /// Whether an error was raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.is_cancelled()
     }
 
     /// Resolves once an error was raised.

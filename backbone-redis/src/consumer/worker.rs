@@ -117,7 +117,10 @@ impl Worker {
                         self.shared.budget.release(jobs.iter().map(|job| job.size).sum());
                         self.enqueue(&mut st, jobs);
                     }
-                    None => stopping = Some(Instant::now()),
+                    None => {
+                        self.ended_unexpectedly("the fetcher and the claimer");
+                        stopping = Some(Instant::now() + self.shutdown_grace);
+                    }
                 },
                 _ = self.shared.fatal.raised(), if stopping.is_none() => {
                     stopping = Some(Instant::now() + self.shutdown_grace);
@@ -143,6 +146,17 @@ impl Worker {
                 Err(e)
             }
             None => Ok(()),
+        }
+    }
+
+    /// The reader, the fetcher and the claimer end only when stopped or after raising an error;
+    /// if they ended some other way (a panic), that ends the consumer too, with an error.
+    fn ended_unexpectedly(&self, tasks: &str) {
+        if !self.shared.fatal.is_raised() {
+            self.shared.fatal.raise(Error::channel(
+                format!("consume {}", self.shared.keys.stream()),
+                format!("{tasks} ended unexpectedly"),
+            ));
         }
     }
 
@@ -175,8 +189,13 @@ impl Worker {
                 }
                 None => count,
             };
-            if self.requests.try_send(count).is_err() {
-                return;
+            match self.requests.try_send(count) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.ended_unexpectedly("the reader");
+                    return;
+                }
             }
             let reserved = budget.estimate(count);
             budget.reserve(reserved);
