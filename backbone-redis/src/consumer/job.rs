@@ -15,7 +15,7 @@ use futures::FutureExt;
 use redis::Value;
 
 use super::budget::Budget;
-use super::messages::Fatal;
+use super::fatal::Fatal;
 use super::RedisAcker;
 use crate::connection::redis_error;
 use crate::dead_letters::{dead_letter, DeadLetter};

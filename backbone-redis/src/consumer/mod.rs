@@ -2,11 +2,13 @@
 //! four tasks: the reader (`reader.rs`) reads entries, the fetcher (`fetch.rs`) fetches their
 //! payloads while the reader reads on, the claimer (`claimer.rs`) takes over entries other
 //! consumers left idle, and the worker (`worker.rs`) schedules the jobs they send it; what the
-//! tasks send each other is in `messages.rs`, the bound on the bytes held read but not handled
-//! in `budget.rs`, and each event's fate is decided in `job.rs`.
+//! tasks send each other is in `messages.rs`, the error that ends the consumer (raised by any
+//! of them) in `fatal.rs`, the bound on the bytes held read but not handled in `budget.rs`,
+//! and each event's fate is decided in `job.rs`.
 
 mod budget;
 mod claimer;
+mod fatal;
 mod fetch;
 mod job;
 mod messages;
@@ -28,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{client, command_connection, default_url, reader_connection, redis_error};
 use crate::keys::StreamKeys;
 use budget::Budget;
+use fatal::Fatal;
 use job::Shared;
-use messages::Fatal;
 use reader::Reader;
 use tokio::sync::mpsc;
 use worker::Worker;
