@@ -335,6 +335,9 @@ fn the_readme_lists_every_rule() {
     ] {
         // In a Markdown table cell, `|` is written `\|`.
         let cell = rule.replace('|', "\\|");
-        assert!(readme.contains(&cell), "the README lacks the {role} rule `{cell}`");
+        assert!(
+            readme.contains(&cell),
+            "the README lacks the {role} rule `{cell}`"
+        );
     }
 }

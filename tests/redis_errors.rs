@@ -415,3 +415,80 @@ async fn an_authentication_failure_ends_the_consumer_with_an_error() {
         "{text}"
     );
 }
+
+/// `calls` of `cmdstat_<command>` in `INFO commandstats`.
+async fn calls(raw: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_entry_naming_a_key_outside_its_streams_payloads_is_dead_lettered_unread() {
+    // An own server: the test counts the HGETALLs it receives.
+    let server = RedisServer::spawn(ServerOptions::default()).unwrap();
+    let uri = unique_name("foreign-payload");
+    let stream = keys(&uri).stream().to_owned();
+    let mut raw = raw(server.url()).await;
+    // Hashes a handler would accept, were they read: outside the stream, and another stream's.
+    let foreign = "foreign:secret".to_owned();
+    let other = format!("bb:{{{}}}:payload:x", unique_name("other"));
+    for key in [&foreign, &other] {
+        let _: () = raw.hset(key, "n", "42").await.unwrap();
+    }
+    for key in [&foreign, &other] {
+        let fields = [
+            ("message_id", MessageId::new().to_string()),
+            ("operation", "tick".into()),
+            ("version", "0".into()),
+            ("produced_at", "1".into()),
+            ("payload", key.clone()),
+        ];
+        let _: String = raw.xadd(&stream, "*", &fields).await.unwrap();
+    }
+    let sent = send(&producer(server.url(), &uri).await, 0..3).await;
+    let hgetall_before = calls(&mut raw, "hgetall").await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(server.url())
+        .uri(&uri)
+        .block(Duration::from_millis(100))
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let seen = collect(&mut rx, 3, WAIT).await;
+    assert_exactly_once(&sent, &ids(&seen));
+    assert!(
+        seen.iter().all(|s| s.n != 42),
+        "a foreign hash reached the handler"
+    );
+    let dead = DeadLetters::connect(server.url(), None, &uri, "default")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, 2).await;
+    let letters = dead.list(None, 100).await.unwrap();
+    assert_eq!(letters.len(), 2);
+    for (letter, key) in letters.iter().zip([&foreign, &other]) {
+        let named = format!("field `payload` = {key:?} is not a payload key of this stream");
+        assert!(letter.reason.contains(&named), "{:?}", letter.reason);
+        assert_eq!(letter.deliveries, 1, "bad input is not retried");
+    }
+    assert_quiet(&mut rx, Duration::from_millis(200)).await;
+    assert!(!lifetime.is_finished(), "the consumer keeps running");
+    lifetime.shutdown().await.unwrap();
+    assert_eq!(
+        calls(&mut raw, "hgetall").await - hgetall_before,
+        3,
+        "one HGETALL per good event, none for the foreign keys"
+    );
+    let pending: redis::streams::StreamPendingReply =
+        raw.xpending(&stream, "default").await.unwrap();
+    assert_eq!(pending.count(), 0, "dead letters are acknowledged");
+}

@@ -1,5 +1,6 @@
-//! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch and, for
-//! entries read again (pending or claimed), their delivery counts. The [`fetcher`] task does
+//! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch (only keys
+//! of the stream's own payload prefix are ever read) and, for entries read again (pending or
+//! claimed), their delivery counts. The [`fetcher`] task does
 //! this for the reader's batches, so that the next `XREADGROUP` overlaps this round trip.
 
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, Payload, Shared};
-use super::reader::{is_fatal, Batch, Incoming};
+use super::messages::{Batch, Incoming};
 use crate::connection::redis_error;
-use crate::entry::{bytes_to_string, field_pairs, EntryHeader, RawEntry};
+use crate::entry::{field_pairs, EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
 use crate::retry::Backoff;
 
@@ -28,7 +29,11 @@ pub(super) async fn jobs(
     batch: Vec<RawEntry>,
     counts: bool,
 ) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
-    let headers: Vec<_> = batch.iter().map(RawEntry::header).collect();
+    let prefix = keys.payload_prefix();
+    let headers: Vec<_> = batch
+        .iter()
+        .map(|entry| confined(entry.header(), &entry.id, &prefix))
+        .collect();
     // One HGETALL per entry that names a payload, in entry order, so that each reply moves
     // into its own job (two entries naming one hash, an event and its replay, each get theirs).
     let mut pipe = redis::pipe();
@@ -96,6 +101,7 @@ pub(super) async fn jobs(
                 Some(_) => parse_hash(payloads.next()),
             };
             Job {
+                size: size(&entry, &payload),
                 entry,
                 header,
                 payload,
@@ -137,25 +143,56 @@ pub(super) async fn fetcher(
                     e
                 }
             };
-            match e {
-                e if is_fatal(&e) => {
-                    let _ = out.send(Incoming::Fatal(e)).await;
-                    return;
-                }
-                e => {
-                    let delay = backoff.next();
-                    tracing::warn!(stream = shared.keys.stream(), error = %e,
-                        retry_in_ms = delay.as_millis() as u64, "fetching payloads failed; will try again");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+            let Some(e) = shared.fatal.raise_if_fatal(e) else {
+                return;
+            };
+            let delay = backoff.next();
+            tracing::warn!(stream = shared.keys.stream(), error = %e,
+                retry_in_ms = delay.as_millis() as u64, "fetching payloads failed; will try again");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
             }
         };
+        let bytes = jobs.iter().map(|job| job.size).sum();
+        shared.budget.observe(bytes, jobs.len());
         if out.send(Incoming::Read(jobs)).await.is_err() {
             return;
         }
+    }
+}
+
+/// The bytes a job holds: its entry's id, field names and values, and its payload's.
+fn size(entry: &RawEntry, payload: &Payload) -> usize {
+    let fields = entry.fields.iter().flatten();
+    let entry_bytes: usize = fields.map(|(name, value)| name.len() + value.len()).sum();
+    let payload_bytes = match payload {
+        Payload::None => 0,
+        Payload::Fields(fields) => fields.iter().map(|(n, v)| n.len() + v.len()).sum(),
+        Payload::Unreadable(why) => why.len(),
+    };
+    entry.id.len() + entry_bytes + payload_bytes
+}
+
+/// An entry may only name a payload hash of its own stream (a key starting with `prefix`, see
+/// [`StreamKeys::payload_prefix`]): an entry naming any other key is malformed, dead-lettered
+/// with a reason naming the field and the key, and that key is never read, so an entry cannot
+/// hand a handler the contents of a key that is not this stream's.
+fn confined(
+    header: Result<EntryHeader, Error>,
+    id: &str,
+    prefix: &str,
+) -> Result<EntryHeader, Error> {
+    let header = header?;
+    match header.payload.as_deref() {
+        Some(key) if !key.starts_with(prefix) => Err(Error::malformed(
+            id,
+            format!(
+                "field `payload` = {key:?} is not a payload key of this stream \
+                 (those start with {prefix:?}); it was not read"
+            ),
+        )),
+        _ => Ok(header),
     }
 }
 
@@ -184,13 +221,5 @@ fn delivery_count(reply: Value) -> u32 {
     match cols.get(3) {
         Some(Value::Int(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
         _ => 1,
-    }
-}
-
-/// Ids from an `XAUTOCLAIM` reply's list of deleted entries.
-pub(super) fn ids(reply: Value) -> Vec<String> {
-    match reply {
-        Value::Array(items) => items.into_iter().filter_map(bytes_to_string).collect(),
-        _ => Vec::new(),
     }
 }

@@ -14,6 +14,8 @@ use backbone_core::{
 use futures::FutureExt;
 use redis::Value;
 
+use super::budget::Budget;
+use super::fatal::Fatal;
 use super::RedisAcker;
 use crate::connection::redis_error;
 use crate::dead_letters::{dead_letter, DeadLetter};
@@ -33,6 +35,10 @@ pub(super) struct Shared {
     pub retry: RetryPolicy,
     pub on_unknown: UnknownPolicy,
     pub claim_min_idle: Duration,
+    /// Where any task raises the error that ends the consumer.
+    pub fatal: Arc<Fatal>,
+    /// The bytes held read but not yet handled, and the bound on them.
+    pub budget: Budget,
 }
 
 /// An entry read, with its payload fetched.
@@ -46,6 +52,8 @@ pub(super) struct Job {
     pub since: Instant,
     /// Set while the job waits to be delivered again after a failure.
     pub retry_after: Option<Duration>,
+    /// The bytes it holds (entry and payload), counted against `max_buffered_bytes`.
+    pub size: usize,
 }
 
 impl Job {
@@ -88,8 +96,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut job: Job) -> (Job, Outcome) {
         Ok(true) => deliver(&shared, &job).await,
         Ok(false) => Outcome::Settled,
         Err(e) => {
-            tracing::warn!(stream = shared.keys.stream(), entry = job.id(), error = %e,
-                "could not re-claim the entry; it stays pending");
+            if let Some(e) = shared.fatal.raise_if_fatal(e) {
+                tracing::warn!(stream = shared.keys.stream(), entry = job.id(), error = %e,
+                    "could not re-claim the entry; it stays pending");
+            }
             Outcome::Settled
         }
     };
@@ -220,7 +230,9 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
     }
 }
 
-/// Moves the entry to the dead-letter stream (acking it in the same script).
+/// Moves the entry to the dead-letter stream (acking it in the same script). If that fails the
+/// entry stays pending (to be claimed again later); an error retrying cannot fix (the script
+/// refused, authentication lost) is raised and ends the consumer.
 async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
     let letter = DeadLetter {
         entry_id: job.id(),
@@ -250,8 +262,10 @@ async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
             "not dead-lettered: no longer pending for this group"
         ),
         Err(e) => {
-            tracing::error!(stream = shared.keys.stream(), entry = job.id(), reason, error = %e,
-            "dead-lettering failed; the entry stays pending")
+            if let Some(e) = shared.fatal.raise_if_fatal(e) {
+                tracing::error!(stream = shared.keys.stream(), entry = job.id(), reason, error = %e,
+                    "dead-lettering failed; the entry stays pending");
+            }
         }
     }
     Outcome::Settled

@@ -1,10 +1,17 @@
 //! The Redis consumer: [`RedisConsumerBuilder`] checks the options, creates the group and starts
-//! four tasks: the reader and the claimer (`reader.rs`) bring entries, the fetcher
-//! (`fetch.rs`) fetches their payloads while the reader reads on, the worker (`worker.rs`)
-//! schedules them; each event's fate is decided in `job.rs`.
+//! four tasks: the reader (`reader.rs`) reads entries, the fetcher (`fetch.rs`) fetches their
+//! payloads while the reader reads on, the claimer (`claimer.rs`) takes over entries other
+//! consumers left idle, and the worker (`worker.rs`) schedules the jobs they send it; what the
+//! tasks send each other is in `messages.rs`, the error that ends the consumer (raised by any
+//! of them) in `fatal.rs`, the bound on the bytes held read but not handled in `budget.rs`,
+//! and each event's fate is decided in `job.rs`.
 
+mod budget;
+mod claimer;
+mod fatal;
 mod fetch;
 mod job;
+mod messages;
 mod reader;
 mod worker;
 
@@ -23,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::redis_error;
 use crate::keys::StreamKeys;
 use crate::settings::{settings_setters, RedisSettings};
+use budget::Budget;
+use fatal::Fatal;
 use job::Shared;
 use reader::Reader;
 use tokio::sync::mpsc;
@@ -36,7 +45,8 @@ use worker::Worker;
 /// [`default_consumer_name`] (stable across restarts of the same program on the same host),
 /// `batch_size` 100, `block` 2 s, [`AckMode::OnSuccess`], no `max_messages`,
 /// [`RetryPolicy::default`] (100 ms doubling to 10 s, 5 deliveries), `claim_min_idle` 30 s,
-/// `concurrency` 1, [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s, idle consumers kept.
+/// `concurrency` 1, [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s, idle consumers kept,
+/// `max_buffered_bytes` 64 MiB.
 ///
 /// Delivery is at least once: an event is acknowledged after its handler succeeds; a failing
 /// one is delivered again after a backoff, then moved to the group's dead-letter stream (see
@@ -89,7 +99,11 @@ pub struct RedisConsumerBuilder {
     on_unknown: UnknownPolicy,
     shutdown_grace: Duration,
     remove_idle_consumers: Option<Duration>,
+    max_buffered_bytes: usize,
 }
+
+/// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
+const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 
 impl Default for RedisConsumerBuilder {
     fn default() -> Self {
@@ -107,6 +121,7 @@ impl Default for RedisConsumerBuilder {
             on_unknown: UnknownPolicy::DeadLetter,
             shutdown_grace: Duration::from_secs(10),
             remove_idle_consumers: None,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -200,6 +215,28 @@ impl RedisConsumerBuilder {
         self.remove_idle_consumers = Some(idle);
         self
     }
+
+    /// How many bytes this consumer may hold read but not yet handled (default 64 MiB): the
+    /// events queued, running or waiting for a retry, each counted as its entry's and its
+    /// payload's bytes, and the batches being read and fetched, counted at the bytes per entry
+    /// observed so far. While the bound is reached nothing more is read; a read asks for as
+    /// many entries as the room left holds, at most `batch_size`, and for at least one when
+    /// nothing is held, so a bound smaller than one event still lets events through, one at a
+    /// time. Until a first batch shows the size of an entry, reads ask for one entry. Claims
+    /// (of entries a dead consumer left) take what the room left holds too, but do not wait
+    /// for reads blocked on an idle stream, so a claim made while reads are outstanding may
+    /// exceed the bound by what those reads then bring. Must be at least 1.
+    ///
+    /// ```
+    /// use backbone_redis::RedisConsumerBuilder;
+    ///
+    /// // Large payloads, a slow handler: hold at most about 8 MiB.
+    /// let builder = RedisConsumerBuilder::new().uri("images").max_buffered_bytes(8 << 20);
+    /// ```
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
 }
 
 impl ConsumerBuilder for RedisConsumerBuilder {
@@ -213,6 +250,11 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         }
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.max_buffered_bytes == 0 {
+            return Err(Error::Config(
+                "max_buffered_bytes must be at least 1".into(),
+            ));
         }
         if self.claim_min_idle < Duration::from_millis(10) {
             return Err(Error::Config(
@@ -232,11 +274,13 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             .settings
             .connect_blocking("reader", &who, self.block)
             .await?;
+        let fatal = Arc::new(Fatal::default());
         let shared = Arc::new(Shared {
             acker: Arc::new(RedisAcker {
                 connection: commands.clone(),
                 stream: keys.stream().to_owned(),
                 group: self.group.clone(),
+                fatal: fatal.clone(),
             }),
             commands,
             keys,
@@ -248,6 +292,8 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             retry: self.retry,
             on_unknown: self.on_unknown,
             claim_min_idle: self.claim_min_idle,
+            fatal,
+            budget: Budget::new(self.max_buffered_bytes),
         });
         let (requests_tx, requests_rx) = mpsc::channel(worker::READS_AHEAD);
         let (batches_tx, batches_rx) = mpsc::channel(1);
@@ -258,19 +304,14 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             connection: reader_conn,
             block: self.block,
         };
-        tokio::spawn(reader.run(
-            requests_rx,
-            batches_tx,
-            incoming_tx.clone(),
-            tasks_stop.clone(),
-        ));
+        tokio::spawn(reader.run(requests_rx, batches_tx, tasks_stop.clone()));
         tokio::spawn(fetch::fetcher(
             shared.clone(),
             batches_rx,
             incoming_tx.clone(),
             tasks_stop.clone(),
         ));
-        tokio::spawn(reader::claimer(
+        tokio::spawn(claimer::claimer(
             shared.clone(),
             self.batch_size,
             self.remove_idle_consumers,
@@ -316,11 +357,14 @@ pub(crate) async fn create_group(
     }
 }
 
-/// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack).
+/// `XACK` of one entry, for [`ConsumerContext::ack`](backbone_core::ConsumerContext::ack). The
+/// handler gets any error; one retrying cannot fix (`XACK` refused, authentication lost) also
+/// ends the consumer.
 struct RedisAcker {
     connection: Connection,
     stream: String,
     group: String,
+    fatal: Arc<Fatal>,
 }
 
 #[async_trait]
@@ -334,6 +378,11 @@ impl Acknowledge for RedisAcker {
             .query_async::<i64>(&mut connection)
             .await
             .map(drop)
-            .map_err(|e| redis_error(format!("XACK {} on {}", metadata.stream_id, self.stream), e))
+            .map_err(|e| {
+                let context = format!("XACK {} on {}", metadata.stream_id, self.stream);
+                self.fatal
+                    .raise_if_fatal(redis_error(context.clone(), e.clone()));
+                redis_error(context, e)
+            })
     }
 }
