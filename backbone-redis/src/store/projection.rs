@@ -20,6 +20,7 @@ use super::EventStore;
 use crate::connection::redis_error;
 use crate::entry::parse_range_reply;
 use crate::entry::{RawEntry, StreamId};
+use crate::retry::{classify, Backoff};
 
 /// How often a caught-up projection looks for new entries.
 const POLL: Duration = Duration::from_millis(50);
@@ -393,7 +394,7 @@ impl<P: Projection> Runner<P> {
                 .await;
             match decoded {
                 Ok(events) => self.apply_all(&raw, events).await?,
-                Err(e) if undecodable(&e) => return self.stop_at_bad_entry(raw).await,
+                Err(e) if e.is_bad_event() => return self.stop_at_bad_entry(raw).await,
                 Err(e) => return Err(e),
             }
         }
@@ -427,7 +428,7 @@ impl<P: Projection> Runner<P> {
                 .await
             {
                 Ok(events) => self.apply_all(&single, events).await?,
-                Err(e) if !undecodable(&e) => return Err(e),
+                Err(e) if !e.is_bad_event() => return Err(e),
                 Err(e) => {
                     if self.unsaved > 0 {
                         self.save().await?;
@@ -520,24 +521,25 @@ impl<P: Projection> Runner<P> {
         Ok(())
     }
 
-    /// Runs `op` until it succeeds or fails for a reason other than an unreachable Redis,
-    /// backing off from 100 ms to 5 s; or until stopped, with the last error (so a final
-    /// checkpoint while Redis is unreachable fails at once, and `shutdown` says why).
+    /// Runs `op` until it succeeds or fails for a reason other than a transient one
+    /// ([`classify`]), backing off per [`Backoff::read`] (100 ms doubling to 5 s); or until
+    /// stopped, with the last error (so a final checkpoint while Redis is unreachable fails at
+    /// once, and `shutdown` says why).
     async fn retrying<T, F: Future<Output = Result<T, Error>>>(
         &self,
         what: &str,
         op: impl Fn() -> F,
     ) -> Result<T, Error> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::read();
         loop {
             let e = match op().await {
-                Err(e) if transient(&e) => e,
+                Err(e) if classify(&e).is_transient() => e,
                 result => return result,
             };
             tracing::warn!(projection = P::NAME, error = %e, "{what} failed; retrying");
             tokio::select! {
                 _ = self.stop.cancelled() => return Err(e),
-                _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+                _ = tokio::time::sleep(backoff.next()) => {}
             }
         }
     }
@@ -545,25 +547,4 @@ impl<P: Projection> Runner<P> {
     fn read_shared<R>(&self, f: impl FnOnce(&Shared<P>) -> R) -> R {
         f(&self.shared.read().unwrap_or_else(PoisonError::into_inner))
     }
-}
-
-/// Whether `e` says Redis could not be reached (worth retrying) rather than refused.
-fn transient(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else {
-        return false;
-    };
-    source.downcast_ref::<redis::RedisError>().is_some_and(|r| {
-        r.is_io_error() || r.is_connection_dropped() || r.is_timeout() || r.is_connection_refusal()
-    })
-}
-
-/// Whether `e` says an entry is not a well-formed event of the contract.
-fn undecodable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::MalformedEntry { .. }
-            | Error::MissingPayload { .. }
-            | Error::Decode { .. }
-            | Error::UnknownOperation { .. }
-    )
 }
