@@ -99,9 +99,44 @@ pub enum Error {
         actual: u64,
     },
 
-    /// The consumer was already stopped, or its task ended abnormally.
-    #[error("consumer stopped: {0}")]
+    /// Something that runs in the background (a consumer, a projection) has stopped, or its
+    /// task ended abnormally. The text starts by saying what stopped, e.g. "consumer stopped:
+    /// …" or "projection `total-v1` stopped: …".
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::Stopped("projection `total-v1` stopped: its task ended".into());
+    /// assert_eq!(err.to_string(), "projection `total-v1` stopped: its task ended");
+    /// ```
+    #[error("{0}")]
     Stopped(String),
+
+    /// A dead letter (an entry of a group's dead-letter stream) lacks one of its `dead.*`
+    /// fields, or holds a malformed one.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::MalformedDeadLetter {
+    ///     key: "bb:{orders}:dead:billing".into(),
+    ///     id: "1700000000001-0".into(),
+    ///     reason: "field `dead.reason` is missing".into(),
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "malformed dead letter 1700000000001-0 in bb:{orders}:dead:billing: field `dead.reason` is missing"
+    /// );
+    /// ```
+    #[error("malformed dead letter {id} in {key}: {reason}")]
+    MalformedDeadLetter {
+        /// The dead-letter stream.
+        key: String,
+        /// The dead letter's id in that stream.
+        id: String,
+        /// Which field was wrong and how.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -197,24 +197,29 @@ impl DeadLetterEntry {
         !self.fields.is_empty()
     }
 
-    fn parse(id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
+    fn parse(key: &str, id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
         let (dead, fields): (Vec<_>, Vec<_>) = flat
             .into_iter()
             .partition(|(n, _)| n.starts_with(DEAD_PREFIX));
+        let malformed = |reason: String| Error::MalformedDeadLetter {
+            key: key.to_owned(),
+            id: id.clone(),
+            reason,
+        };
         let text = |name: &str| -> Result<String, Error> {
             let (_, value) = dead
                 .iter()
                 .rev()
                 .find(|(n, _)| n == name)
-                .ok_or_else(|| Error::malformed(&id, format!("field `{name}` is missing")))?;
+                .ok_or_else(|| malformed(format!("field `{name}` is missing")))?;
             String::from_utf8(value.clone())
-                .map_err(|_| Error::malformed(&id, format!("field `{name}` is not valid UTF-8")))
+                .map_err(|_| malformed(format!("field `{name}` is not valid UTF-8")))
         };
         let number = |name: &str| -> Result<u64, Error> {
             let value = text(name)?;
             value
                 .parse()
-                .map_err(|e| Error::malformed(&id, format!("field `{name}` = {value:?}: {e}")))
+                .map_err(|e| malformed(format!("field `{name}` = {value:?}: {e}")))
         };
         let original = |name: &str| {
             let (_, value) = fields.iter().find(|(n, _)| n == name)?;
@@ -462,7 +467,7 @@ fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
     parse_range_reply(reply)
         .map_err(|e| Error::channel(format!("XRANGE {key}"), e))?
         .into_iter()
-        .map(|entry| DeadLetterEntry::parse(entry.id, entry.fields.unwrap_or_default()))
+        .map(|entry| DeadLetterEntry::parse(key, entry.id, entry.fields.unwrap_or_default()))
         .collect()
 }
 

@@ -97,7 +97,7 @@ impl<E: ContractEvent> EventStore<E> {
     ///
     /// **An undecodable entry stops the projection**, as skipping it would leave the state
     /// silently wrong: the events before it are applied and checkpointed, and the task ends
-    /// with an [`Error::Stopped`] naming the entry, returned by
+    /// with an [`Error::Stopped`] (`projection `<NAME>` stopped: …`) naming the entry, returned by
     /// [`caught_up`](ProjectionHandle::caught_up) and [`shutdown`](ProjectionHandle::shutdown).
     /// A restart stops at the same entry until it is repaired (e.g. a contract that knows its
     /// operation) or removed with `XDEL`.
@@ -295,7 +295,9 @@ impl<P: Projection> ProjectionHandle<P> {
         let reached = signal
             .wait_for(|s| s.failed.is_some() || s.position >= target)
             .await
-            .map_err(|_| Error::Stopped("the projection task ended".into()))?;
+            .map_err(|_| {
+                Error::Stopped(format!("projection `{}` stopped: its task ended", P::NAME))
+            })?;
         match &reached.failed {
             Some(reason) => Err(Error::Stopped(reason.clone())),
             None => Ok(()),
@@ -312,9 +314,12 @@ impl<P: Projection> ProjectionHandle<P> {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop.cancel();
         match self.task.take() {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|e| Err(Error::Stopped(format!("the projection task: {e}")))),
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(Error::Stopped(format!(
+                    "projection `{}` stopped: its task failed: {e}",
+                    P::NAME
+                )))
+            }),
             None => Ok(()),
         }
     }
@@ -366,7 +371,7 @@ impl<P: Projection> Runner<P> {
             tracing::error!(projection = P::NAME, error = %e, "projection stopped");
             let reason = match e {
                 Error::Stopped(reason) => reason.clone(),
-                other => other.to_string(),
+                other => format!("projection `{}` stopped: {other}", P::NAME),
             };
             self.signal.send_modify(|s| s.failed = Some(reason));
         }
@@ -434,8 +439,8 @@ impl<P: Projection> Runner<P> {
                         self.save().await?;
                     }
                     return Err(Error::Stopped(format!(
-                        "projection `{}` cannot decode entry {id} of {}: {e}; it resumes \
-                         there once the entry is repaired or deleted",
+                        "projection `{}` stopped: cannot decode entry {id} of {}: {e}; it \
+                         resumes there once the entry is repaired or deleted",
                         P::NAME,
                         self.store.keys().stream()
                     )));
