@@ -99,6 +99,46 @@ pub enum Error {
         actual: u64,
     },
 
+    /// An event read from the event store is bad (its entry is malformed, its payload is
+    /// missing, a parameter does not decode, or the contract lacks its operation): `source`
+    /// says what is wrong, the other fields say which event it is. A bad event
+    /// ([`Error::is_bad_event`]), like its source.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::BadStoredEvent {
+    ///     aggregate: Some("acc-1".into()),
+    ///     version: Some(3),
+    ///     position: Some("1700000000000-0".into()),
+    ///     source: Box::new(Error::decode("deposited", "cents", "invalid type: string \"x\", expected i64")),
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "stored event (aggregate `acc-1`, version 3, position 1700000000000-0): cannot decode \
+    ///      parameter `cents` of operation `deposited`: invalid type: string \"x\", expected i64"
+    /// );
+    /// assert!(err.is_bad_event());
+    /// ```
+    #[error(
+        "stored event ({}, {}, {}): {source}",
+        stored_aggregate(aggregate),
+        stored_version(version),
+        stored_position(position)
+    )]
+    BadStoredEvent {
+        /// The aggregate it belongs to; `None` for an event sent by a plain producer, or when
+        /// its entry does not say.
+        aggregate: Option<String>,
+        /// Its version within the aggregate, when known.
+        version: Option<u64>,
+        /// Its position (stream id) in the contract's stream, when known.
+        position: Option<String>,
+        /// What is wrong with it (a bad-event error).
+        #[source]
+        source: Box<Error>,
+    },
+
     /// Something that runs in the background (a consumer, a projection) has stopped, or its
     /// task ended abnormally. The text starts by saying what stopped, e.g. "consumer stopped:
     /// …" or "projection `total-v1` stopped: …".
@@ -174,14 +214,37 @@ impl Error {
     }
 
     /// True for problems with one event's content (malformed entry, missing payload, decode
-    /// failure, unknown operation): the event is bad, the channel is fine.
+    /// failure, unknown operation, and a [`Error::BadStoredEvent`] wrapping one of them): the
+    /// event is bad, the channel is fine.
     pub fn is_bad_event(&self) -> bool {
         matches!(
             self,
             Error::Decode { .. }
+                | Error::BadStoredEvent { .. }
                 | Error::MalformedEntry { .. }
                 | Error::MissingPayload { .. }
                 | Error::UnknownOperation { .. }
         )
+    }
+}
+
+fn stored_aggregate(aggregate: &Option<String>) -> String {
+    match aggregate {
+        Some(a) => format!("aggregate `{a}`"),
+        None => "no aggregate".to_owned(),
+    }
+}
+
+fn stored_version(version: &Option<u64>) -> String {
+    match version {
+        Some(v) => format!("version {v}"),
+        None => "unknown version".to_owned(),
+    }
+}
+
+fn stored_position(position: &Option<String>) -> String {
+    match position {
+        Some(p) => format!("position {p}"),
+        None => "unknown position".to_owned(),
     }
 }

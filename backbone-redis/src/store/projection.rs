@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::read::Origin;
 use super::EventStore;
 use crate::connection::redis_error;
 use crate::entry::parse_range_reply;
@@ -395,7 +396,9 @@ impl<P: Projection> Runner<P> {
                 }
             }
             let decoded = self
-                .retrying("decode", || self.store.decode(raw.clone()))
+                .retrying("decode", || {
+                    self.store.decode(raw.clone(), Origin::Contract)
+                })
                 .await;
             match decoded {
                 Ok(events) => self.apply_all(&raw, events).await?,
@@ -429,7 +432,9 @@ impl<P: Projection> Runner<P> {
             let id = entry.id.clone();
             let single = vec![entry];
             match self
-                .retrying("decode", || self.store.decode(single.clone()))
+                .retrying("decode", || {
+                    self.store.decode(single.clone(), Origin::Contract)
+                })
                 .await
             {
                 Ok(events) => self.apply_all(&single, events).await?,
