@@ -99,6 +99,40 @@ pub enum Error {
         actual: u64,
     },
 
+    /// An append gave an idempotency key that an earlier append used for another aggregate,
+    /// or for the same aggregate with other events: it is not a retry of that append, and
+    /// nothing was written. (A retry, same key, same aggregate, same events, is a replay.)
+    ///
+    /// ```
+    /// use backbone_core::error::{Error, KeyReuse};
+    ///
+    /// let err = Error::IdempotencyKeyReused {
+    ///     key: "capture-1".into(),
+    ///     aggregate: "pay-2".into(),
+    ///     original_aggregate: "pay-1".into(),
+    ///     reuse: KeyReuse::OtherAggregate,
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "append to aggregate `pay-2`: idempotency key `capture-1` was already used by an \
+    ///      append to aggregate `pay-1`; nothing was written"
+    /// );
+    /// ```
+    #[error(
+        "append to aggregate `{aggregate}`: idempotency key `{key}` was already used by an \
+         append to aggregate `{original_aggregate}`{reuse}; nothing was written"
+    )]
+    IdempotencyKeyReused {
+        /// The idempotency key.
+        key: String,
+        /// The aggregate this append was for.
+        aggregate: String,
+        /// The aggregate of the append that used the key first.
+        original_aggregate: String,
+        /// What differs from that append.
+        reuse: KeyReuse,
+    },
+
     /// An event read from the event store is bad (its entry is malformed, its payload is
     /// missing, a parameter does not decode, or the contract lacks its operation): `source`
     /// says what is wrong, the other fields say which event it is. A bad event
@@ -177,6 +211,36 @@ pub enum Error {
         /// Which field was wrong and how.
         reason: String,
     },
+}
+
+/// What differs between an append and the earlier append whose idempotency key it reuses
+/// (see [`Error::IdempotencyKeyReused`]).
+///
+/// ```
+/// use backbone_core::error::KeyReuse;
+///
+/// assert_eq!(KeyReuse::OtherEvents.to_string(), " with other events");
+/// assert_eq!(KeyReuse::OtherAggregate.to_string(), "");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyReuse {
+    /// The earlier append was to another aggregate.
+    OtherAggregate,
+    /// The earlier append was to the same aggregate, with other events (other operations,
+    /// versions or parameters).
+    OtherEvents,
+}
+
+impl fmt::Display for KeyReuse {
+    /// What follows the original aggregate in [`Error::IdempotencyKeyReused`]'s text: nothing
+    /// (the aggregates differ, and the text names both), or " with other events".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyReuse::OtherAggregate => Ok(()),
+            KeyReuse::OtherEvents => f.write_str(" with other events"),
+        }
+    }
 }
 
 impl Error {
