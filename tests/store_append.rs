@@ -296,6 +296,27 @@ async fn a_batch_is_all_or_nothing() {
     assert_eq!(stream_len, 3, "nothing reached the contract's stream");
     let payloads: Vec<String> = raw.keys(format!("bb:{{{uri}}}:payload:*")).await.unwrap();
     assert_eq!(payloads.len(), 3, "no payload hash left behind");
+    // So does an aggregate's stream key holding another type (the stream-type check).
+    let _: () = raw.del(store.keys().store_stats()).await.unwrap();
+    let _: () = raw
+        .set(store.keys().aggregate("y"), "not a stream")
+        .await
+        .unwrap();
+    let err = store
+        .append("y", ExpectedVersion::Any, &ticks(3..10), none())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "{} holds a string, not a stream",
+            store.keys().aggregate("y")
+        )),
+        "{err}"
+    );
+    let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
+    assert_eq!(stream_len, 3, "nothing reached the contract's stream");
+    let payloads: Vec<String> = raw.keys(format!("bb:{{{uri}}}:payload:*")).await.unwrap();
+    assert_eq!(payloads.len(), 3, "no payload hash left behind");
 }
 
 #[tokio::test]

@@ -11,17 +11,16 @@
 //! letter can be replayed as long as its payload hash exists.
 
 use std::fmt;
-use std::sync::LazyLock;
 
 use crate::connection::Connection;
+use crate::lua::{DEAD_LETTER, REPLAY};
 use backbone_core::names::check_name;
 use backbone_core::{Error, MessageId, StreamAddress};
-use redis::{Script, Value};
+use redis::Value;
 
 use crate::connection::{client, command_connection, redis_error};
 use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
 use crate::keys::StreamKeys;
-use crate::lua::require_stream;
 
 /// The prefix of every field a dead letter adds to the original entry's fields.
 pub const DEAD_PREFIX: &str = "dead.";
@@ -37,65 +36,6 @@ pub const DEAD_DELIVERIES: &str = "dead.deliveries";
 pub const DEAD_REASON: &str = "dead.reason";
 /// Dead-letter field: when, in ms since the epoch, by the Redis server's clock (`TIME`).
 pub const DEAD_AT: &str = "dead.at";
-
-/// KEYS[1] stream, KEYS[2] the group's dead-letter stream.
-/// ARGV: entry id, group, consumer, deliveries, reason, field count n, then n name/value pairs
-/// of the original entry (n = 0 when it was deleted). `dead.at` comes from the server's `TIME`.
-/// Every check comes before the first write: neither Lua nor MULTI rolls back.
-static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[2]");
-    Script::new(&format!(
-        r#"
-{stream_check}if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
-  return 0
-end
-local t = redis.call('TIME')
-local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-local n = tonumber(ARGV[6])
-local fields = {{}}
-for i = 7, 6 + 2 * n do
-  table.insert(fields, ARGV[i])
-end
-for _, f in ipairs({{'{DEAD_STREAM_ID}', ARGV[1], '{DEAD_GROUP}', ARGV[2], '{DEAD_CONSUMER}', ARGV[3],
-    '{DEAD_DELIVERIES}', ARGV[4], '{DEAD_REASON}', ARGV[5], '{DEAD_AT}', at}}) do
-  table.insert(fields, f)
-end
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-return 1
-"#
-    ))
-});
-
-/// KEYS[1] dead-letter stream, KEYS[2] original stream; ARGV[1] dead-letter id.
-/// Returns the new stream id, nil when there is no such dead letter.
-static REPLAY: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[2]");
-    Script::new(&format!(
-        r#"
-{stream_check}local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 then
-  return false
-end
-local flat = found[1][2]
-local fields = {{}}
-for i = 1, #flat, 2 do
-  if string.sub(flat[i], 1, {len}) ~= '{DEAD_PREFIX}' then
-    table.insert(fields, flat[i])
-    table.insert(fields, flat[i + 1])
-  end
-end
-if #fields == 0 then
-  return redis.error_reply('backbone: dead letter ' .. ARGV[1] .. ' in ' .. KEYS[1] ..
-    ' cannot be replayed: its entry was deleted or trimmed before it was dead-lettered (purge it)')
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return id
-"#,
-        len = DEAD_PREFIX.len()
-    ))
-});
 
 /// What the consumer knows about an entry it gives up on.
 pub(crate) struct DeadLetter<'a> {
