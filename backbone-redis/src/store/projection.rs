@@ -98,8 +98,9 @@ impl<E: ContractEvent> EventStore<E> {
     ///
     /// **An undecodable entry stops the projection**, as skipping it would leave the state
     /// silently wrong: the events before it are applied and checkpointed, and the task ends
-    /// with an [`Error::Stopped`] (`projection `<NAME>` stopped: …`) naming the entry, returned by
-    /// [`caught_up`](ProjectionHandle::caught_up) and [`shutdown`](ProjectionHandle::shutdown).
+    /// with an [`Error::Stopped`] ("projection \`NAME\` stopped: …") naming the entry,
+    /// returned by [`caught_up`](ProjectionHandle::caught_up) and
+    /// [`shutdown`](ProjectionHandle::shutdown).
     /// A restart stops at the same entry until it is repaired (e.g. a contract that knows its
     /// operation) or removed with `XDEL`.
     ///
