@@ -342,9 +342,10 @@ async fn main() -> Result<(), Error> {
     );
     view.shutdown().await?;
     if state != replayed || progress.applied != progress.events - saved.events {
-        return Err(Error::Stopped(
-            "the projection diverged from a full replay".into(),
-        ));
+        return Err(Error::Stopped(format!(
+            "projection `{}` stopped: it diverged from a full replay",
+            ShopView::NAME
+        )));
     }
     Ok(())
 }

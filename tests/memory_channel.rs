@@ -167,3 +167,44 @@ async fn manual_ack_and_bad_names() {
         "invalid configuration: uri must not be empty"
     );
 }
+
+/// The in-memory channel encodes parameters as the Redis one does (JSON): every `f64` comes back
+/// bit for bit.
+#[tokio::test]
+async fn floats_round_trip_bit_for_bit() {
+    let floats = [
+        -1.5e-300,
+        5e-324,
+        f64::MIN_POSITIVE,
+        0.1 + 0.2,
+        1e308,
+        -0.0,
+        123456.789e-10,
+    ];
+    let broker = InMemoryBroker::new();
+    let producer = broker
+        .producer_builder()
+        .uri("floats")
+        .build_kinds_producer()
+        .await
+        .unwrap();
+    for f in floats {
+        producer.float_bool(f, false).await.unwrap();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = broker
+        .consumer_builder()
+        .uri("floats")
+        .max_messages(floats.len() as u64)
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let got = collect(&mut rx, floats.len(), WAIT).await;
+    lifetime.completion().await.unwrap();
+    for ((_, event), sent) in got.iter().zip(floats) {
+        let KindsEvent::FloatBool { f, .. } = event else {
+            panic!("unexpected {event:?}");
+        };
+        assert_eq!(f.to_bits(), sent.to_bits(), "sent {sent:e}, received {f:e}");
+    }
+}

@@ -182,3 +182,45 @@ async fn metadata_is_what_the_producer_sent() {
         raw.xpending(&stream, "default").await.unwrap();
     assert_eq!(pending.count(), 0);
 }
+
+/// Regression: `-1.5e-300` was received as `-1.4999999999999998e-300` (serde_json without
+/// `float_roundtrip`). Every value must come back bit for bit.
+#[tokio::test]
+async fn floats_round_trip_bit_for_bit() {
+    let floats = [
+        -1.5e-300,
+        5e-324,
+        f64::MIN_POSITIVE,
+        0.1 + 0.2,
+        1e308,
+        -0.0,
+        123456.789e-10,
+    ];
+    let redis = shared().await.unwrap();
+    let uri = unique_name("floats");
+    let producer = RedisProducerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .build_kinds_producer()
+        .await
+        .unwrap();
+    for f in floats {
+        producer.float_bool(f, true).await.unwrap();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .max_messages(floats.len() as u64)
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let got = collect(&mut rx, floats.len(), WAIT).await;
+    lifetime.completion().await.unwrap();
+    for ((_, event), sent) in got.iter().zip(floats) {
+        let KindsEvent::FloatBool { f, .. } = event else {
+            panic!("unexpected {event:?}");
+        };
+        assert_eq!(f.to_bits(), sent.to_bits(), "sent {sent:e}, received {f:e}");
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use backbone_core::error::KeyReuse;
 use backbone_core::store::{AppendOptions, ExpectedVersion};
 use backbone_core::Error;
 use backbone_redis::store::{EventStore, EventStoreBuilder};
@@ -130,12 +131,14 @@ async fn an_idempotency_key_replays_the_first_result_and_writes_nothing() {
         2,
         "the retry wrote nothing"
     );
-    // Even with a different expected version or other events: the key decides.
+    // Even with a different expected version: the key decides (other events or another
+    // aggregate are refused, see `an_idempotency_key_reused_for_other_events_or_another_*`).
     let retry = store
-        .append("p", ExpectedVersion::Exact(9), &ticks(5..6), options)
+        .append("p", ExpectedVersion::Exact(9), &ticks(0..2), options)
         .await
         .unwrap();
     assert!(retry.replayed);
+    assert_eq!(retry.positions, first.positions);
     // A different key appends.
     let other = store
         .append(
@@ -158,6 +161,110 @@ async fn an_idempotency_key_replays_the_first_result_and_writes_nothing() {
     );
     let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
     assert_eq!(stream_len, 3);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_aggregate_or_other_events_is_refused() {
+    let uri = unique_name("idem-reuse");
+    let store = store(&uri).await;
+    let key = AppendOptions::idempotent("deposit-1");
+    let first = store
+        .append("a", ExpectedVersion::Any, &ticks(0..2), key.clone())
+        .await
+        .unwrap();
+    // Same key, same aggregate, same events: a replay of the first result.
+    let retry = store
+        .append("a", ExpectedVersion::Any, &ticks(0..2), key.clone())
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!((retry.version, &retry.positions), (2, &first.positions));
+    // Another aggregate: refused, naming the original one; nothing written.
+    let err = store
+        .append("b", ExpectedVersion::Any, &ticks(0..2), key.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "append to aggregate `b`: idempotency key `deposit-1` was already used by an append \
+         to aggregate `a`; nothing was written"
+    );
+    let Error::IdempotencyKeyReused {
+        key: k,
+        aggregate,
+        original_aggregate,
+        reuse,
+    } = err
+    else {
+        panic!("expected IdempotencyKeyReused");
+    };
+    assert_eq!(
+        (k.as_str(), aggregate.as_str(), original_aggregate.as_str()),
+        ("deposit-1", "b", "a")
+    );
+    assert_eq!(reuse, KeyReuse::OtherAggregate);
+    assert_eq!(store.version("b").await.unwrap(), 0);
+    // The same aggregate with other events (other values, fewer, more): refused.
+    for other in [ticks(0..1), ticks(5..7), ticks(0..3)] {
+        let err = store
+            .append("a", ExpectedVersion::Any, &other, key.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "append to aggregate `a`: idempotency key `deposit-1` was already used by an \
+             append to aggregate `a` with other events; nothing was written"
+        );
+        assert!(
+            matches!(
+                err,
+                Error::IdempotencyKeyReused {
+                    reuse: KeyReuse::OtherEvents,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(store.version("a").await.unwrap(), 2, "nothing written");
+    let mut raw = raw(shared().await.unwrap().url()).await;
+    let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
+    assert_eq!(stream_len, 2);
+    let stats: Option<u64> = raw
+        .hget(store.keys().store_stats(), "appended")
+        .await
+        .unwrap();
+    assert_eq!(stats, Some(2));
+}
+
+#[tokio::test]
+async fn an_idempotency_record_of_the_old_format_still_replays() {
+    let uri = unique_name("idem-old");
+    let store = store(&uri).await;
+    let mut raw = raw(shared().await.unwrap().url()).await;
+    // What an append before fingerprints recorded: "<first> <last> <positions>".
+    let _: () = raw
+        .set_ex(store.keys().idempotency("old-key"), "1 2 17-0,17-1", 3600)
+        .await
+        .unwrap();
+    for aggregate in ["a", "b"] {
+        let replay = store
+            .append(
+                aggregate,
+                ExpectedVersion::Any,
+                &ticks(0..1),
+                AppendOptions::idempotent("old-key"),
+            )
+            .await
+            .unwrap();
+        assert!(replay.replayed, "{aggregate}");
+        assert_eq!(
+            (replay.first_version, replay.version, replay.positions),
+            (1, 2, vec!["17-0".to_owned(), "17-1".to_owned()])
+        );
+    }
+    let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
+    assert_eq!(stream_len, 0, "nothing written");
 }
 
 #[tokio::test]
@@ -185,6 +292,27 @@ async fn a_batch_is_all_or_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("not a hash"), "{err}");
     assert_eq!(store.version("x").await.unwrap(), 3);
+    let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
+    assert_eq!(stream_len, 3, "nothing reached the contract's stream");
+    let payloads: Vec<String> = raw.keys(format!("bb:{{{uri}}}:payload:*")).await.unwrap();
+    assert_eq!(payloads.len(), 3, "no payload hash left behind");
+    // So does an aggregate's stream key holding another type (the stream-type check).
+    let _: () = raw.del(store.keys().store_stats()).await.unwrap();
+    let _: () = raw
+        .set(store.keys().aggregate("y"), "not a stream")
+        .await
+        .unwrap();
+    let err = store
+        .append("y", ExpectedVersion::Any, &ticks(3..10), none())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "{} holds a string, not a stream",
+            store.keys().aggregate("y")
+        )),
+        "{err}"
+    );
     let stream_len: u64 = raw.xlen(store.keys().stream()).await.unwrap();
     assert_eq!(stream_len, 3, "nothing reached the contract's stream");
     let payloads: Vec<String> = raw.keys(format!("bb:{{{uri}}}:payload:*")).await.unwrap();

@@ -420,6 +420,37 @@ async fn an_undecodable_entry_stops_the_projection_at_it() {
     handle.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_stopped_projection_says_that_the_projection_stopped() {
+    let store = store().await;
+    let mut conn = raw(shared().await.unwrap().url()).await;
+    append(&store, 0, 2).await;
+    let bad: String = redis::cmd("XADD")
+        .arg(store.keys().stream())
+        .arg("*")
+        .arg(&[("operation", "added")])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let handle = store
+        .project::<Sum>(CheckpointPolicy::default())
+        .await
+        .unwrap();
+    let err = handle.caught_up().await.unwrap_err();
+    assert!(matches!(err, backbone_core::Error::Stopped(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "projection `sum-v1` stopped: cannot decode entry {bad} of {}: ",
+            store.keys().stream()
+        )),
+        "{text}"
+    );
+    let shutdown = handle.shutdown().await.unwrap_err();
+    assert!(matches!(shutdown, backbone_core::Error::Stopped(_)));
+    assert_eq!(shutdown.to_string(), text);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rides_out_a_redis_outage_without_losing_or_repeating_events() {
     let blocking = |mut server: RedisServer, start: bool| {

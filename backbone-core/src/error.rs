@@ -99,9 +99,148 @@ pub enum Error {
         actual: u64,
     },
 
-    /// The consumer was already stopped, or its task ended abnormally.
-    #[error("consumer stopped: {0}")]
+    /// An append gave an idempotency key that an earlier append used for another aggregate,
+    /// or for the same aggregate with other events: it is not a retry of that append, and
+    /// nothing was written. (A retry, same key, same aggregate, same events, is a replay.)
+    ///
+    /// ```
+    /// use backbone_core::error::{Error, KeyReuse};
+    ///
+    /// let err = Error::IdempotencyKeyReused {
+    ///     key: "capture-1".into(),
+    ///     aggregate: "pay-2".into(),
+    ///     original_aggregate: "pay-1".into(),
+    ///     reuse: KeyReuse::OtherAggregate,
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "append to aggregate `pay-2`: idempotency key `capture-1` was already used by an \
+    ///      append to aggregate `pay-1`; nothing was written"
+    /// );
+    /// ```
+    #[error(
+        "append to aggregate `{aggregate}`: idempotency key `{key}` was already used by an \
+         append to aggregate `{original_aggregate}`{reuse}; nothing was written"
+    )]
+    IdempotencyKeyReused {
+        /// The idempotency key.
+        key: String,
+        /// The aggregate this append was for.
+        aggregate: String,
+        /// The aggregate of the append that used the key first.
+        original_aggregate: String,
+        /// What differs from that append.
+        reuse: KeyReuse,
+    },
+
+    /// An event read from the event store is bad (its entry is malformed, its payload is
+    /// missing, a parameter does not decode, or the contract lacks its operation): `source`
+    /// says what is wrong, the other fields say which event it is. A bad event
+    /// ([`Error::is_bad_event`]), like its source.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::BadStoredEvent {
+    ///     aggregate: Some("acc-1".into()),
+    ///     version: Some(3),
+    ///     position: Some("1700000000000-0".into()),
+    ///     source: Box::new(Error::decode("deposited", "cents", "invalid type: string \"x\", expected i64")),
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "stored event (aggregate `acc-1`, version 3, position 1700000000000-0): cannot decode \
+    ///      parameter `cents` of operation `deposited`: invalid type: string \"x\", expected i64"
+    /// );
+    /// assert!(err.is_bad_event());
+    /// ```
+    #[error(
+        "stored event ({}, {}, {}): {source}",
+        stored_aggregate(aggregate),
+        stored_version(version),
+        stored_position(position)
+    )]
+    BadStoredEvent {
+        /// The aggregate it belongs to; `None` for an event sent by a plain producer, or when
+        /// its entry does not say.
+        aggregate: Option<String>,
+        /// Its version within the aggregate, when known.
+        version: Option<u64>,
+        /// Its position (stream id) in the contract's stream, when known.
+        position: Option<String>,
+        /// What is wrong with it (a bad-event error).
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Something that runs in the background (a consumer, a projection) has stopped, or its
+    /// task ended abnormally. The text starts by saying what stopped, e.g. "consumer stopped:
+    /// …" or "projection `total-v1` stopped: …".
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::Stopped("projection `total-v1` stopped: its task ended".into());
+    /// assert_eq!(err.to_string(), "projection `total-v1` stopped: its task ended");
+    /// ```
+    #[error("{0}")]
     Stopped(String),
+
+    /// A dead letter (an entry of a group's dead-letter stream) lacks one of its `dead.*`
+    /// fields, or holds a malformed one.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::MalformedDeadLetter {
+    ///     key: "bb:{orders}:dead:billing".into(),
+    ///     id: "1700000000001-0".into(),
+    ///     reason: "field `dead.reason` is missing".into(),
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "malformed dead letter 1700000000001-0 in bb:{orders}:dead:billing: field `dead.reason` is missing"
+    /// );
+    /// ```
+    #[error("malformed dead letter {id} in {key}: {reason}")]
+    MalformedDeadLetter {
+        /// The dead-letter stream.
+        key: String,
+        /// The dead letter's id in that stream.
+        id: String,
+        /// Which field was wrong and how.
+        reason: String,
+    },
+}
+
+/// What differs between an append and the earlier append whose idempotency key it reuses
+/// (see [`Error::IdempotencyKeyReused`]).
+///
+/// ```
+/// use backbone_core::error::KeyReuse;
+///
+/// assert_eq!(KeyReuse::OtherEvents.to_string(), " with other events");
+/// assert_eq!(KeyReuse::OtherAggregate.to_string(), "");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyReuse {
+    /// The earlier append was to another aggregate.
+    OtherAggregate,
+    /// The earlier append was to the same aggregate, with other events (other operations,
+    /// versions or parameters).
+    OtherEvents,
+}
+
+impl fmt::Display for KeyReuse {
+    /// What follows the original aggregate in [`Error::IdempotencyKeyReused`]'s text: nothing
+    /// (the aggregates differ, and the text names both), or " with other events".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyReuse::OtherAggregate => Ok(()),
+            KeyReuse::OtherEvents => f.write_str(" with other events"),
+        }
+    }
 }
 
 impl Error {
@@ -139,14 +278,37 @@ impl Error {
     }
 
     /// True for problems with one event's content (malformed entry, missing payload, decode
-    /// failure, unknown operation): the event is bad, the channel is fine.
+    /// failure, unknown operation, and a [`Error::BadStoredEvent`] wrapping one of them): the
+    /// event is bad, the channel is fine.
     pub fn is_bad_event(&self) -> bool {
         matches!(
             self,
             Error::Decode { .. }
+                | Error::BadStoredEvent { .. }
                 | Error::MalformedEntry { .. }
                 | Error::MissingPayload { .. }
                 | Error::UnknownOperation { .. }
         )
+    }
+}
+
+fn stored_aggregate(aggregate: &Option<String>) -> String {
+    match aggregate {
+        Some(a) => format!("aggregate `{a}`"),
+        None => "no aggregate".to_owned(),
+    }
+}
+
+fn stored_version(version: &Option<u64>) -> String {
+    match version {
+        Some(v) => format!("version {v}"),
+        None => "unknown version".to_owned(),
+    }
+}
+
+fn stored_position(position: &Option<String>) -> String {
+    match position {
+        Some(p) => format!("position {p}"),
+        None => "unknown position".to_owned(),
     }
 }

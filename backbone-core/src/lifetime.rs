@@ -47,7 +47,9 @@ impl ConsumerLifetime {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(result) => result,
-                Err(e) => Err(Error::Stopped(format!("the consumer task failed: {e}"))),
+                Err(e) => Err(Error::Stopped(format!(
+                    "consumer stopped: its task failed: {e}"
+                ))),
             },
             None => Ok(()),
         }
@@ -57,5 +59,23 @@ impl ConsumerLifetime {
 impl Drop for ConsumerLifetime {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_task_says_the_consumer_stopped() {
+        let task = tokio::spawn(async { panic!("boom") });
+        let lifetime = ConsumerLifetime::new(CancellationToken::new(), task);
+        let err = lifetime.completion().await.unwrap_err();
+        assert!(matches!(err, Error::Stopped(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("consumer stopped: its task failed: "),
+            "{text}"
+        );
     }
 }

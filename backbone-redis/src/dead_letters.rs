@@ -11,17 +11,16 @@
 //! letter can be replayed as long as its payload hash exists.
 
 use std::fmt;
-use std::sync::LazyLock;
 
 use crate::connection::Connection;
+use crate::lua::{DEAD_LETTER, REPLAY};
 use backbone_core::names::check_name;
 use backbone_core::{Error, MessageId};
-use redis::{Script, Value};
+use redis::Value;
 
 use crate::connection::redis_error;
 use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
 use crate::keys::StreamKeys;
-use crate::lua::require_stream;
 use crate::settings::RedisSettings;
 
 /// The prefix of every field a dead letter adds to the original entry's fields.
@@ -38,65 +37,6 @@ pub const DEAD_DELIVERIES: &str = "dead.deliveries";
 pub const DEAD_REASON: &str = "dead.reason";
 /// Dead-letter field: when, in ms since the epoch, by the Redis server's clock (`TIME`).
 pub const DEAD_AT: &str = "dead.at";
-
-/// KEYS[1] stream, KEYS[2] the group's dead-letter stream.
-/// ARGV: entry id, group, consumer, deliveries, reason, field count n, then n name/value pairs
-/// of the original entry (n = 0 when it was deleted). `dead.at` comes from the server's `TIME`.
-/// Every check comes before the first write: neither Lua nor MULTI rolls back.
-static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[2]");
-    Script::new(&format!(
-        r#"
-{stream_check}if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
-  return 0
-end
-local t = redis.call('TIME')
-local at = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-local n = tonumber(ARGV[6])
-local fields = {{}}
-for i = 7, 6 + 2 * n do
-  table.insert(fields, ARGV[i])
-end
-for _, f in ipairs({{'{DEAD_STREAM_ID}', ARGV[1], '{DEAD_GROUP}', ARGV[2], '{DEAD_CONSUMER}', ARGV[3],
-    '{DEAD_DELIVERIES}', ARGV[4], '{DEAD_REASON}', ARGV[5], '{DEAD_AT}', at}}) do
-  table.insert(fields, f)
-end
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[2], '*', unpack(fields))
-return 1
-"#
-    ))
-});
-
-/// KEYS[1] dead-letter stream, KEYS[2] original stream; ARGV[1] dead-letter id.
-/// Returns the new stream id, nil when there is no such dead letter.
-static REPLAY: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[2]");
-    Script::new(&format!(
-        r#"
-{stream_check}local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 then
-  return false
-end
-local flat = found[1][2]
-local fields = {{}}
-for i = 1, #flat, 2 do
-  if string.sub(flat[i], 1, {len}) ~= '{DEAD_PREFIX}' then
-    table.insert(fields, flat[i])
-    table.insert(fields, flat[i + 1])
-  end
-end
-if #fields == 0 then
-  return redis.error_reply('backbone: dead letter ' .. ARGV[1] .. ' in ' .. KEYS[1] ..
-    ' cannot be replayed: its entry was deleted or trimmed before it was dead-lettered (purge it)')
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return id
-"#,
-        len = DEAD_PREFIX.len()
-    ))
-});
 
 /// What the consumer knows about an entry it gives up on.
 pub(crate) struct DeadLetter<'a> {
@@ -198,24 +138,29 @@ impl DeadLetterEntry {
         !self.fields.is_empty()
     }
 
-    fn parse(id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
+    fn parse(key: &str, id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
         let (dead, fields): (Vec<_>, Vec<_>) = flat
             .into_iter()
             .partition(|(n, _)| n.starts_with(DEAD_PREFIX));
+        let malformed = |reason: String| Error::MalformedDeadLetter {
+            key: key.to_owned(),
+            id: id.clone(),
+            reason,
+        };
         let text = |name: &str| -> Result<String, Error> {
             let (_, value) = dead
                 .iter()
                 .rev()
                 .find(|(n, _)| n == name)
-                .ok_or_else(|| Error::malformed(&id, format!("field `{name}` is missing")))?;
+                .ok_or_else(|| malformed(format!("field `{name}` is missing")))?;
             String::from_utf8(value.clone())
-                .map_err(|_| Error::malformed(&id, format!("field `{name}` is not valid UTF-8")))
+                .map_err(|_| malformed(format!("field `{name}` is not valid UTF-8")))
         };
         let number = |name: &str| -> Result<u64, Error> {
             let value = text(name)?;
             value
                 .parse()
-                .map_err(|e| Error::malformed(&id, format!("field `{name}` = {value:?}: {e}")))
+                .map_err(|e| malformed(format!("field `{name}` = {value:?}: {e}")))
         };
         let original = |name: &str| {
             let (_, value) = fields.iter().find(|(n, _)| n == name)?;
@@ -483,7 +428,7 @@ fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
     parse_range_reply(reply)
         .map_err(|e| Error::channel(format!("XRANGE {key}"), e))?
         .into_iter()
-        .map(|entry| DeadLetterEntry::parse(entry.id, entry.fields.unwrap_or_default()))
+        .map(|entry| DeadLetterEntry::parse(key, entry.id, entry.fields.unwrap_or_default()))
         .collect()
 }
 

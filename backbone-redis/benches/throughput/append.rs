@@ -1,6 +1,6 @@
 //! Scenario 4: event-store appends with an expected version. K tasks × D aggregates, each
 //! aggregate appending one event at a time with `Exact(current)`. Framework: `EventStore::append`
-//! (one EVALSHA of its script); raw: EVALSHA of the same script text, written out in the bench.
+//! (one EVALSHA of its script); raw: EVALSHA of the same script text (`src/lua/append.lua`).
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,7 @@ async fn append(ctx: &Ctx, framework: bool, uri: &str, n: u64) -> Res<Duration> 
                                 .arg(&aggregate)
                                 .arg(now_millis())
                                 .arg(1)
+                                .arg("")
                                 .arg(id.to_string())
                                 .arg(OPERATION)
                                 .arg(0)

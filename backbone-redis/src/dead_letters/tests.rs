@@ -232,3 +232,39 @@ async fn checks_come_before_the_first_write() {
     let exists: bool = f.raw.exists(f.keys.dead_letters("nogroup")).await.unwrap();
     assert!(!exists);
 }
+
+#[tokio::test]
+async fn a_malformed_dead_letter_is_named_as_a_dead_letter() {
+    let mut f = fixture("dl-malformed").await;
+    let dead_key = f.keys.dead_letters("g");
+    let id: String = f
+        .raw
+        .xadd(
+            &dead_key,
+            "*",
+            &[
+                (MESSAGE_ID, "x"),
+                (DEAD_STREAM_ID, "1-0"),
+                (DEAD_GROUP, "g"),
+                (DEAD_CONSUMER, "c"),
+                (DEAD_DELIVERIES, "many"),
+                (DEAD_REASON, "r"),
+                (DEAD_AT, "1"),
+            ],
+        )
+        .await
+        .unwrap();
+    let dead = DeadLetters::connect(&f.url, None, &f.uri, "g")
+        .await
+        .unwrap();
+    let err = dead.get(&id).await.unwrap_err();
+    assert!(matches!(err, Error::MalformedDeadLetter { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "malformed dead letter {id} in {dead_key}: field `dead.deliveries` = \"many\": \
+             invalid digit found in string"
+        )
+    );
+    assert!(!err.is_bad_event(), "not an event of the stream");
+}

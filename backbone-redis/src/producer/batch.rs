@@ -5,20 +5,19 @@
 //! next run, so Redis pays the script's fixed cost once per batch instead of once per event.
 
 use std::fmt::Write;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use crate::connection::Connection;
+use crate::lua::PUBLISH;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use redis::{ErrorKind, Script, ServerErrorKind, Value};
+use redis::{ErrorKind, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Failure, Outcome, SENT_TTL_MS};
-use crate::entry::{KEY, MESSAGE_ID, OPERATION, PAYLOAD, PRODUCED_AT, VERSION};
 use crate::keys::StreamKeys;
-use crate::lua::require_stream;
 
 /// Events written by one run of the publish script, at most.
 const MAX_BATCH: usize = 128;
@@ -27,79 +26,11 @@ const MAX_IN_FLIGHT: usize = 4;
 /// Sends that may wait for the batching task before `publish` itself waits.
 const QUEUE: usize = 4 * MAX_BATCH;
 
-/// KEYS[1] the stream, KEYS[1 + i] the marker of event i: its payload hash when it has
-/// parameters, else its sent-record (`StreamKeys::sent`).
-/// ARGV[1] payload TTL in ms ('0' for none), ARGV[2] the number of events m, then per event:
-/// message id, operation, version, produced_at, ordering key ('' for none), field count n, and
-/// n name/value pairs.
-///
-/// Checks the stream's type before the first write: an error reply proves that nothing was
-/// written (neither Lua nor MULTI rolls back). Then answers one reply per event:
-/// - the new entry's id: written now;
-/// - false: written before (a retried send), nothing written now. An event's marker is its own
-///   check: `HSET` adding no field means its payload hash, with these very fields, was there
-///   already, and it was written with its entry in one run of this script;
-/// - `{'error', text}`: not written. A command that fails is called with `pcall`, and a payload
-///   hash this run created for the event is deleted again before the script goes on, so nobody
-///   ever sees it: the script is atomic.
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    let stream_check = require_stream("KEYS[1]");
-    let head = format!(
-        "'{MESSAGE_ID}', ARGV[at], '{OPERATION}', ARGV[at + 1], '{VERSION}', ARGV[at + 2], \
-         '{PRODUCED_AT}', ARGV[at + 3]"
-    );
-    let (key, payload) = (format!("'{KEY}', key"), format!("'{PAYLOAD}', marker"));
-    Script::new(&format!(
-        r#"{stream_check}local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
-local replies = {{}}
-local at = 3
-for i = 1, tonumber(ARGV[2]) do
-  local marker = KEYS[1 + i]
-  local n = tonumber(ARGV[at + 5])
-  local fresh
-  if n > 0 then
-    fresh = pcall('HSET', marker, unpack(ARGV, at + 6, at + 5 + 2 * n))
-  else
-    fresh = 1 - redis.call('EXISTS', marker)
-  end
-  if fresh == 0 then
-    replies[i] = false
-  elseif type(fresh) == 'table' then
-    replies[i] = {{'error', marker .. ': ' .. fresh['err']}}
-  else
-    local id
-    local key = ARGV[at + 4]
-    if n > 0 then
-      if key == '' then
-        id = pcall('XADD', stream, '*', {head}, {payload})
-      else
-        id = pcall('XADD', stream, '*', {head}, {key}, {payload})
-      end
-    elseif key == '' then
-      id = pcall('XADD', stream, '*', {head})
-    else
-      id = pcall('XADD', stream, '*', {head}, {key})
-    end
-    if type(id) == 'table' then
-      if n > 0 then
-        redis.call('DEL', marker)
-      end
-      replies[i] = {{'error', stream .. ': ' .. id['err']}}
-    else
-      if n == 0 then
-        redis.call('SET', marker, id, 'PX', {SENT_TTL_MS})
-      elseif ttl ~= '0' then
-        redis.call('PEXPIRE', marker, ttl)
-      end
-      replies[i] = id
-    end
-  end
-  at = at + 6 + 2 * n
-end
-return replies
-"#
-    ))
-});
+// `publish.lua` writes the sent-records' TTL literally (checked by a test below).
+const _: () = assert!(
+    SENT_TTL_MS == 600_000,
+    "update publish.lua with SENT_TTL_MS"
+);
 
 /// One send waiting for its batch: `Ok(true)` written now, `Ok(false)` written before.
 pub(super) struct Submission {
@@ -296,5 +227,17 @@ fn unexpected(what: String) -> Failure {
         cut: false,
         transient: false,
         outcome: Outcome::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SENT_TTL_MS;
+    use crate::lua::PUBLISH_SOURCE;
+
+    #[test]
+    fn the_publish_script_keeps_sent_records_for_sent_ttl_ms() {
+        let set = format!("redis.call('SET', marker, id, 'PX', {SENT_TTL_MS})");
+        assert!(PUBLISH_SOURCE.contains(&set), "publish.lua lacks {set}");
     }
 }

@@ -1,89 +1,46 @@
 //! `EventStore::append`: expected version, idempotency key and the writes, in one script.
 
-use std::sync::LazyLock;
-
+use backbone_core::error::KeyReuse;
 use backbone_core::metadata::now_millis;
 use backbone_core::names::check_name;
 use backbone_core::store::{AppendOptions, AppendResult, ExpectedVersion};
-use backbone_core::{ContractEvent, Error, MessageId};
-use redis::{Script, Value};
+use backbone_core::{ContractEvent, Error, Fields, MessageId, Operation};
+use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::{
-    AGGREGATE, AGGREGATE_VERSION, KEY, MESSAGE_ID, OPERATION, PAYLOAD, POSITION, PRODUCED_AT,
-    VERSION,
-};
-use crate::lua::require_stream;
-
-/// KEYS: 1 the contract's stream, 2 the aggregate's stream, 3 the stats hash,
-/// [4 the idempotency record], then one payload key per event.
-/// ARGV: 1 expected kind (any | none | exact), 2 expected version, 3 idempotency keys given
-/// (0 | 1), 4 idempotency TTL in seconds, 5 aggregate id, 6 produced_at, 7 event count m, then
-/// per event: message id, operation, version, field count n, n name/value pairs.
-/// Returns {'ok' | 'replay', "<first> <last> <pos1,pos2,...>"} or {'conflict', "<current>"}.
-/// Every check comes before the first write: neither Lua nor MULTI rolls back.
-static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    let check_category = require_stream("KEYS[1]");
-    let check_aggregate = require_stream("KEYS[2]");
-    Script::new(&format!(
-        r#"
-local idem = tonumber(ARGV[3])
-if idem == 1 then
-  local prior = redis.call('GET', KEYS[4])
-  if prior then
-    return {{'replay', prior}}
-  end
-end
-{check_category}{check_aggregate}local stats = redis.call('TYPE', KEYS[3])['ok']
-if stats ~= 'hash' and stats ~= 'none' then
-  return redis.error_reply('backbone: ' .. KEYS[3] .. ' holds a ' .. stats .. ', not a hash')
-end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local current = 0
-if #last > 0 then
-  current = tonumber(string.match(last[1][1], '%-(%d+)$'))
-end
-if (ARGV[1] == 'none' and current ~= 0) or (ARGV[1] == 'exact' and current ~= tonumber(ARGV[2])) then
-  return {{'conflict', tostring(current)}}
-end
-local m = tonumber(ARGV[7])
-local at = 8
-local positions = {{}}
-for i = 1, m do
-  local n = tonumber(ARGV[at + 3])
-  local v = current + i
-  local entry = {{'{MESSAGE_ID}', ARGV[at], '{OPERATION}', ARGV[at + 1], '{VERSION}', ARGV[at + 2],
-    '{PRODUCED_AT}', ARGV[6], '{KEY}', ARGV[5], '{AGGREGATE}', ARGV[5], '{AGGREGATE_VERSION}', tostring(v)}}
-  at = at + 4
-  if n > 0 then
-    local payload = KEYS[3 + idem + i]
-    redis.call('HSET', payload, unpack(ARGV, at, at + 2 * n - 1))
-    table.insert(entry, '{PAYLOAD}')
-    table.insert(entry, payload)
-  end
-  at = at + 2 * n
-  local position = redis.call('XADD', KEYS[1], '*', unpack(entry))
-  table.insert(entry, '{POSITION}')
-  table.insert(entry, position)
-  redis.call('XADD', KEYS[2], '0-' .. v, unpack(entry))
-  positions[i] = position
-end
-redis.call('HINCRBY', KEYS[3], 'appended', m)
-local result = (current + 1) .. ' ' .. (current + m) .. ' ' .. table.concat(positions, ',')
-if idem == 1 then
-  redis.call('SET', KEYS[4], result, 'EX', ARGV[4])
-end
-return {{'ok', result}}
-"#
-    ))
-});
+use crate::lua::APPEND;
 
 impl<E: ContractEvent> EventStore<E> {
     /// Appends `events` to aggregate `aggregate_id` if its version is what `expected` says:
     /// all of them or none. A version conflict is [`Error::WrongExpectedVersion`] with the
-    /// actual version. With an idempotency key seen before, nothing is written and the first
-    /// append's result comes back with `replayed: true`.
+    /// actual version.
+    ///
+    /// **Idempotency keys.** With a key seen before (within the store's idempotency TTL),
+    /// nothing is written: a retry of that append (same aggregate, same events: operations,
+    /// versions and encoded parameters, whatever `expected` says) gets the first append's
+    /// result with `replayed: true`; an append to another aggregate, or with other events, is
+    /// [`Error::IdempotencyKeyReused`] naming the original aggregate. Events are compared by
+    /// their encoding, so a parameter whose JSON is not deterministic (e.g. a `HashMap`) can
+    /// make a true retry look like other events.
+    ///
+    /// ```no_run
+    /// use backbone_core::{events_contract, Error};
+    /// use backbone_core::store::{AppendOptions, ExpectedVersion};
+    /// # #[events_contract]
+    /// # pub trait Account { async fn deposited(&self, cents: i64); }
+    ///
+    /// # async fn run(store: backbone_redis::store::EventStore<AccountEvent>) -> Result<(), Error> {
+    /// let events = [AccountEvent::Deposited { cents: 500 }];
+    /// let key = AppendOptions::idempotent("deposit-7");
+    /// let first = store.append("acc-1", ExpectedVersion::Any, &events, key.clone()).await?;
+    /// let retry = store.append("acc-1", ExpectedVersion::Any, &events, key.clone()).await?;
+    /// assert!(retry.replayed && retry.positions == first.positions);
+    /// let reuse = store.append("acc-2", ExpectedVersion::Any, &events, key).await;
+    /// assert!(matches!(reuse, Err(Error::IdempotencyKeyReused { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn append(
         &self,
         aggregate_id: &str,
@@ -113,6 +70,14 @@ impl<E: ContractEvent> EventStore<E> {
             ExpectedVersion::NoStream => ("none", 0),
             ExpectedVersion::Exact(n) => ("exact", n),
         };
+        let encoded = events
+            .iter()
+            .map(|event| Ok((event.operation(), event.encode()?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let fingerprint = match options.idempotency_key {
+            Some(_) => fingerprint(&encoded),
+            None => String::new(),
+        };
         invocation
             .arg(kind)
             .arg(version)
@@ -120,11 +85,10 @@ impl<E: ContractEvent> EventStore<E> {
             .arg(self.idempotency_ttl.as_secs())
             .arg(aggregate_id)
             .arg(now_millis())
-            .arg(events.len());
-        for event in events {
+            .arg(events.len())
+            .arg(fingerprint);
+        for (operation, fields) in encoded {
             let id = MessageId::new();
-            let operation = event.operation();
-            let fields = event.encode()?;
             invocation.key(keys.payload(&id));
             invocation
                 .arg(id.to_string())
@@ -149,7 +113,23 @@ impl<E: ContractEvent> EventStore<E> {
                 actual: text.parse().unwrap_or(0),
             }),
             "ok" | "replay" => parse_result(&text, status == "replay")
+                .map(|(result, _)| result)
                 .ok_or_else(|| Error::channel(context(), format!("unexpected result {text:?}"))),
+            "other_aggregate" | "other_events" => {
+                let original = parse_result(&text, true).and_then(|(_, original)| original);
+                let original = original.ok_or_else(|| {
+                    Error::channel(context(), format!("unexpected record {text:?}"))
+                })?;
+                Err(Error::IdempotencyKeyReused {
+                    key: options.idempotency_key.clone().unwrap_or_default(),
+                    aggregate: aggregate_id.to_owned(),
+                    original_aggregate: original.to_owned(),
+                    reuse: match status.as_str() {
+                        "other_aggregate" => KeyReuse::OtherAggregate,
+                        _ => KeyReuse::OtherEvents,
+                    },
+                })
+            }
             other => Err(Error::channel(
                 context(),
                 format!("unexpected status {other:?}"),
@@ -158,16 +138,101 @@ impl<E: ContractEvent> EventStore<E> {
     }
 }
 
-/// `"<first> <last> <pos1,pos2,...>"`.
-fn parse_result(text: &str, replayed: bool) -> Option<AppendResult> {
-    let mut parts = text.splitn(3, ' ');
-    let first_version = parts.next()?.parse().ok()?;
-    let version = parts.next()?.parse().ok()?;
-    let positions = parts.next()?.split(',').map(str::to_owned).collect();
-    Some(AppendResult {
-        first_version,
-        version,
-        positions,
+/// A result `"<first> <last> <pos1,pos2,...>"`, or an idempotency record: the same, then
+/// `" <fingerprint> <aggregate>"` (absent from records written before fingerprints). Returns
+/// the result and the record's aggregate, if it names one.
+fn parse_result(text: &str, replayed: bool) -> Option<(AppendResult, Option<&str>)> {
+    let parts: Vec<&str> = text.split(' ').collect();
+    let aggregate = match parts.len() {
+        3 => None,
+        5 => Some(parts[4]),
+        _ => return None,
+    };
+    let result = AppendResult {
+        first_version: parts[0].parse().ok()?,
+        version: parts[1].parse().ok()?,
+        positions: parts[2].split(',').map(str::to_owned).collect(),
         replayed,
-    })
+    };
+    Some((result, aggregate))
+}
+
+/// The SHA-1 (hex) of the events as appended: each one's operation, version and encoded
+/// parameters (names and values), in order, every part length-prefixed so that no two
+/// different batches hash the same bytes.
+fn fingerprint(events: &[(&Operation, Fields)]) -> String {
+    let mut hash = sha1_smol::Sha1::new();
+    let mut put = |bytes: &[u8]| {
+        hash.update(&(bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    put(&(events.len() as u64).to_le_bytes());
+    for (operation, fields) in events {
+        put(operation.name.as_bytes());
+        put(&operation.version.to_le_bytes());
+        put(&(fields.len() as u64).to_le_bytes());
+        for (name, value) in fields.iter() {
+            put(name.as_bytes());
+            put(value);
+        }
+    }
+    hash.digest().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_results_and_both_record_formats() {
+        let (result, aggregate) = parse_result("1 2 5-0,5-1", false).unwrap();
+        assert_eq!(
+            (result.first_version, result.version, result.positions),
+            (1, 2, vec!["5-0".to_owned(), "5-1".to_owned()])
+        );
+        assert_eq!(aggregate, None);
+        let record = "3 3 7-0 da39a3ee5e6b4b0d3255bfef95601890afd80709 acc-1";
+        let (result, aggregate) = parse_result(record, true).unwrap();
+        assert_eq!((result.version, result.replayed), (3, true));
+        assert_eq!(aggregate, Some("acc-1"));
+        assert!(parse_result("3 3", true).is_none());
+        assert!(parse_result("x 3 7-0", true).is_none());
+    }
+
+    #[test]
+    fn fingerprints_differ_by_operation_version_and_fields() {
+        let ops = [("a", 0), ("b", 0), ("a", 1)].map(|(name, version)| Operation {
+            name,
+            version,
+            parameters: &[],
+        });
+        let op = |name: &str, version: u32| {
+            ops.iter()
+                .find(|o| o.name == name && o.version == version)
+                .unwrap()
+        };
+        let fields = |pairs: &[(&str, &str)]| -> Fields {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let base = fingerprint(&[(op("a", 0), fields(&[("n", "1")]))]);
+        assert_eq!(base.len(), 40);
+        assert_eq!(base, fingerprint(&[(op("a", 0), fields(&[("n", "1")]))]));
+        for other in [
+            vec![(op("b", 0), fields(&[("n", "1")]))],
+            vec![(op("a", 1), fields(&[("n", "1")]))],
+            vec![(op("a", 0), fields(&[("n", "2")]))],
+            vec![(op("a", 0), fields(&[("m", "1")]))],
+            vec![(op("a", 0), fields(&[("n", "1"), ("", "")]))],
+            vec![
+                (op("a", 0), fields(&[("n", "1")])),
+                (op("a", 0), fields(&[])),
+            ],
+            vec![(op("a", 0), fields(&[("n1", "")]))],
+        ] {
+            assert_ne!(base, fingerprint(&other), "{other:?}");
+        }
+    }
 }

@@ -16,10 +16,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::read::Origin;
 use super::EventStore;
 use crate::connection::redis_error;
 use crate::entry::parse_range_reply;
 use crate::entry::{RawEntry, StreamId};
+use crate::retry::{classify, Backoff};
 
 /// How often a caught-up projection looks for new entries.
 const POLL: Duration = Duration::from_millis(50);
@@ -96,8 +98,9 @@ impl<E: ContractEvent> EventStore<E> {
     ///
     /// **An undecodable entry stops the projection**, as skipping it would leave the state
     /// silently wrong: the events before it are applied and checkpointed, and the task ends
-    /// with an [`Error::Stopped`] naming the entry, returned by
-    /// [`caught_up`](ProjectionHandle::caught_up) and [`shutdown`](ProjectionHandle::shutdown).
+    /// with an [`Error::Stopped`] ("projection \`NAME\` stopped: …") naming the entry,
+    /// returned by [`caught_up`](ProjectionHandle::caught_up) and
+    /// [`shutdown`](ProjectionHandle::shutdown).
     /// A restart stops at the same entry until it is repaired (e.g. a contract that knows its
     /// operation) or removed with `XDEL`.
     ///
@@ -294,7 +297,9 @@ impl<P: Projection> ProjectionHandle<P> {
         let reached = signal
             .wait_for(|s| s.failed.is_some() || s.position >= target)
             .await
-            .map_err(|_| Error::Stopped("the projection task ended".into()))?;
+            .map_err(|_| {
+                Error::Stopped(format!("projection `{}` stopped: its task ended", P::NAME))
+            })?;
         match &reached.failed {
             Some(reason) => Err(Error::Stopped(reason.clone())),
             None => Ok(()),
@@ -311,9 +316,12 @@ impl<P: Projection> ProjectionHandle<P> {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.stop.cancel();
         match self.task.take() {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|e| Err(Error::Stopped(format!("the projection task: {e}")))),
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(Error::Stopped(format!(
+                    "projection `{}` stopped: its task failed: {e}",
+                    P::NAME
+                )))
+            }),
             None => Ok(()),
         }
     }
@@ -365,7 +373,7 @@ impl<P: Projection> Runner<P> {
             tracing::error!(projection = P::NAME, error = %e, "projection stopped");
             let reason = match e {
                 Error::Stopped(reason) => reason.clone(),
-                other => other.to_string(),
+                other => format!("projection `{}` stopped: {other}", P::NAME),
             };
             self.signal.send_modify(|s| s.failed = Some(reason));
         }
@@ -389,11 +397,13 @@ impl<P: Projection> Runner<P> {
                 }
             }
             let decoded = self
-                .retrying("decode", || self.store.decode(raw.clone()))
+                .retrying("decode", || {
+                    self.store.decode(raw.clone(), Origin::Contract)
+                })
                 .await;
             match decoded {
                 Ok(events) => self.apply_all(&raw, events).await?,
-                Err(e) if undecodable(&e) => return self.stop_at_bad_entry(raw).await,
+                Err(e) if e.is_bad_event() => return self.stop_at_bad_entry(raw).await,
                 Err(e) => return Err(e),
             }
         }
@@ -423,18 +433,20 @@ impl<P: Projection> Runner<P> {
             let id = entry.id.clone();
             let single = vec![entry];
             match self
-                .retrying("decode", || self.store.decode(single.clone()))
+                .retrying("decode", || {
+                    self.store.decode(single.clone(), Origin::Contract)
+                })
                 .await
             {
                 Ok(events) => self.apply_all(&single, events).await?,
-                Err(e) if !undecodable(&e) => return Err(e),
+                Err(e) if !e.is_bad_event() => return Err(e),
                 Err(e) => {
                     if self.unsaved > 0 {
                         self.save().await?;
                     }
                     return Err(Error::Stopped(format!(
-                        "projection `{}` cannot decode entry {id} of {}: {e}; it resumes \
-                         there once the entry is repaired or deleted",
+                        "projection `{}` stopped: cannot decode entry {id} of {}: {e}; it \
+                         resumes there once the entry is repaired or deleted",
                         P::NAME,
                         self.store.keys().stream()
                     )));
@@ -520,24 +532,25 @@ impl<P: Projection> Runner<P> {
         Ok(())
     }
 
-    /// Runs `op` until it succeeds or fails for a reason other than an unreachable Redis,
-    /// backing off from 100 ms to 5 s; or until stopped, with the last error (so a final
-    /// checkpoint while Redis is unreachable fails at once, and `shutdown` says why).
+    /// Runs `op` until it succeeds or fails for a reason other than a transient one
+    /// ([`classify`]), backing off per [`Backoff::read`] (100 ms doubling to 5 s); or until
+    /// stopped, with the last error (so a final checkpoint while Redis is unreachable fails at
+    /// once, and `shutdown` says why).
     async fn retrying<T, F: Future<Output = Result<T, Error>>>(
         &self,
         what: &str,
         op: impl Fn() -> F,
     ) -> Result<T, Error> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::read();
         loop {
             let e = match op().await {
-                Err(e) if transient(&e) => e,
+                Err(e) if classify(&e).is_transient() => e,
                 result => return result,
             };
             tracing::warn!(projection = P::NAME, error = %e, "{what} failed; retrying");
             tokio::select! {
                 _ = self.stop.cancelled() => return Err(e),
-                _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+                _ = tokio::time::sleep(backoff.next()) => {}
             }
         }
     }
@@ -545,25 +558,4 @@ impl<P: Projection> Runner<P> {
     fn read_shared<R>(&self, f: impl FnOnce(&Shared<P>) -> R) -> R {
         f(&self.shared.read().unwrap_or_else(PoisonError::into_inner))
     }
-}
-
-/// Whether `e` says Redis could not be reached (worth retrying) rather than refused.
-fn transient(e: &Error) -> bool {
-    let Error::Channel { source, .. } = e else {
-        return false;
-    };
-    source.downcast_ref::<redis::RedisError>().is_some_and(|r| {
-        r.is_io_error() || r.is_connection_dropped() || r.is_timeout() || r.is_connection_refusal()
-    })
-}
-
-/// Whether `e` says an entry is not a well-formed event of the contract.
-fn undecodable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::MalformedEntry { .. }
-            | Error::MissingPayload { .. }
-            | Error::Decode { .. }
-            | Error::UnknownOperation { .. }
-    )
 }

@@ -8,7 +8,7 @@ use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::{parse_range_reply, RawEntry};
+use crate::entry::{parse_range_reply, RawEntry, AGGREGATE, AGGREGATE_VERSION, PAYLOAD, POSITION};
 
 /// One page of events, and where the next page starts, if there is one.
 #[derive(Debug, Clone)]
@@ -41,6 +41,30 @@ impl<E: ContractEvent> EventStore<E> {
 
     /// Up to `page_size` events of the aggregate from version `from` (1 is the first event).
     /// Asks for one more than `page_size` to know whether there is a next page.
+    ///
+    /// An event that does not decode (a malformed entry, a missing payload hash, a parameter
+    /// that does not decode, an operation or version the contract lacks) fails the read with
+    /// an [`Error::BadStoredEvent`] naming the aggregate, the event's version and its position
+    /// in the contract's stream; so does an entry whose `payload` names a key outside this
+    /// stream's payload hashes (that key is not read). [`stream`](Self::stream),
+    /// [`load`](Self::load), [`load_uncached`](Self::load_uncached) and
+    /// [`read_between`](Self::read_between) fail the same way.
+    ///
+    /// ```no_run
+    /// # use backbone_core::{events_contract, Error};
+    /// # #[events_contract]
+    /// # pub trait Account { async fn deposited(&self, cents: i64); }
+    /// # async fn run(store: backbone_redis::store::EventStore<AccountEvent>) -> Result<(), Error> {
+    /// match store.read("acc-1", 1, 100).await {
+    ///     Ok(page) => println!("{} events, next page at {:?}", page.events.len(), page.next),
+    ///     Err(Error::BadStoredEvent { version, position, source, .. }) => {
+    ///         println!("event {version:?} at {position:?} is bad: {source}")
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn read(
         &self,
         aggregate_id: &str,
@@ -63,7 +87,7 @@ impl<E: ContractEvent> EventStore<E> {
             parse_range_reply(reply).map_err(|r| Error::channel(format!("XRANGE {key}"), r))?;
         let next = (raw.len() > page_size).then(|| raw.pop().and_then(|e| version_of(&e.id)));
         Ok(Page {
-            events: self.decode(raw).await?,
+            events: self.decode(raw, Origin::Aggregate(aggregate_id)).await?,
             next: next.flatten(),
         })
     }
@@ -91,7 +115,9 @@ impl<E: ContractEvent> EventStore<E> {
 
     /// Up to `page_size` events of the contract's stream produced between `from_ms` and
     /// `to_ms` (inclusive, milliseconds since the epoch), after position `after` if given.
-    /// Includes events sent by plain producers (they have no aggregate).
+    /// Includes events sent by plain producers (they have no aggregate). An event that does
+    /// not decode is an [`Error::BadStoredEvent`] naming its position (and its aggregate and
+    /// version, when it has them), as for [`read`](Self::read).
     pub async fn read_between(
         &self,
         from_ms: u64,
@@ -123,17 +149,40 @@ impl<E: ContractEvent> EventStore<E> {
             None
         };
         Ok(Page {
-            events: self.decode(raw).await?,
+            events: self.decode(raw, Origin::Contract).await?,
             next,
         })
     }
 
-    /// Fetches the payloads of `raw` in one round trip and decodes every event. Reads are
-    /// strict: an entry that does not decode is an error naming it.
-    pub(crate) async fn decode(&self, raw: Vec<RawEntry>) -> Result<Vec<StoredEvent<E>>, Error> {
+    /// Fetches the payloads of `raw` (entries of the stream `origin` says) in one round trip
+    /// and decodes every event. Reads are strict: an entry that does not decode is an
+    /// [`Error::BadStoredEvent`] naming its aggregate, version and position, and an entry
+    /// whose `payload` names a key outside this stream's payload hashes is malformed: that key
+    /// is never read.
+    pub(crate) async fn decode(
+        &self,
+        raw: Vec<RawEntry>,
+        origin: Origin<'_>,
+    ) -> Result<Vec<StoredEvent<E>>, Error> {
+        let prefix = self.keys().payload_prefix();
         let headers = raw
             .iter()
-            .map(RawEntry::header)
+            .map(|entry| {
+                let header = entry.header().map_err(|e| origin.bad(entry, e))?;
+                match &header.payload {
+                    Some(key) if !confined(key, &prefix) => Err(origin.bad(
+                        entry,
+                        Error::malformed(
+                            &entry.id,
+                            format!(
+                                "field `{PAYLOAD}` names key {key:?}, outside this stream's \
+                                 payload hashes ({prefix}*); it is not read"
+                            ),
+                        ),
+                    )),
+                    _ => Ok(header),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut pipe = redis::pipe();
         for header in &headers {
@@ -158,16 +207,20 @@ impl<E: ContractEvent> EventStore<E> {
                 Some(key) => {
                     let fields = payloads.pop().unwrap_or_default();
                     if fields.is_empty() {
-                        return Err(Error::MissingPayload {
-                            entry: entry.id,
-                            key: key.clone(),
-                        });
+                        return Err(origin.bad(
+                            &entry,
+                            Error::MissingPayload {
+                                entry: entry.id.clone(),
+                                key: key.clone(),
+                            },
+                        ));
                     }
                     Fields::from(fields)
                 }
                 None => Fields::new(),
             };
-            let event = E::decode(&header.operation, header.version, &fields)?;
+            let event = E::decode(&header.operation, header.version, &fields)
+                .map_err(|e| origin.bad(&entry, e))?;
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
             events.push(StoredEvent {
                 event,
@@ -178,6 +231,53 @@ impl<E: ContractEvent> EventStore<E> {
         }
         Ok(events)
     }
+}
+
+/// Which stream entries given to [`EventStore::decode`] come from: it says where to find an
+/// event's aggregate, version and position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// The stream of this aggregate: entry ids `0-<version>`, the position in a field.
+    Aggregate(&'a str),
+    /// The contract's stream: the entry id is the position, the aggregate and its version
+    /// are fields (absent for events of plain producers).
+    Contract,
+}
+
+impl Origin<'_> {
+    /// `error` (about `entry`), as an [`Error::BadStoredEvent`] naming the event, when it is a
+    /// bad event; else unchanged. Reads the entry's fields as they are, as its header may be
+    /// what is wrong.
+    fn bad(self, entry: &RawEntry, error: Error) -> Error {
+        if !error.is_bad_event() {
+            return error;
+        }
+        let field = |name: &str| {
+            let fields = entry.fields.as_ref()?;
+            let (_, value) = fields.iter().find(|(n, _)| n == name)?;
+            String::from_utf8(value.clone()).ok()
+        };
+        let (aggregate, version, position) = match self {
+            Origin::Aggregate(id) => (Some(id.to_owned()), version_of(&entry.id), field(POSITION)),
+            Origin::Contract => (
+                field(AGGREGATE),
+                field(AGGREGATE_VERSION).and_then(|v| v.parse().ok()),
+                Some(entry.id.clone()),
+            ),
+        };
+        Error::BadStoredEvent {
+            aggregate,
+            version,
+            position,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// Whether `key` is one of this stream's payload hashes (`<prefix><something>`).
+fn confined(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 /// The version in an aggregate stream's entry id `0-<version>`.

@@ -7,36 +7,20 @@
 //! Redis server's clock when the entry was written; bounds are inclusive. Windows cover every
 //! entry of the stream, events sent by plain producers included (they have no aggregate).
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use backbone_core::store::{StoredEvent, WindowStats};
 use backbone_core::{ContractEvent, Error};
-use redis::Script;
 
 use super::EventStore;
 use crate::connection::redis_error;
+use crate::lua::COUNT;
 
 /// Events decoded per page by [`EventStore::window`].
 const WINDOW_PAGE: usize = 500;
 
 /// Entries counted per round trip by [`EventStore::count_between`].
 const COUNT_PAGE: usize = 1000;
-
-/// Counts up to ARGV[3] entries of stream KEYS[1] from ARGV[1] to ARGV[2] (XRANGE bounds) on
-/// the server, so no entry crosses the network. Returns {count, last id or ''}.
-static COUNT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
-local n = #entries
-if n == 0 then
-  return {0, ''}
-end
-return {n, entries[n][1]}
-"#,
-    )
-});
 
 /// The store's totals and recent rate, from [`EventStore::stats`].
 #[derive(Debug, Clone, Copy, PartialEq)]

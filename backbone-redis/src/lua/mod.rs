@@ -1,0 +1,211 @@
+//! backbone's Lua scripts, one `.lua` file each in this directory, and the one place that loads
+//! them (`include_str!`). Each file starts with a comment giving its `KEYS`, `ARGV` and reply.
+//!
+//! Scripts that write streams first check the type of every stream they write: the file
+//! `require_stream.lua` defines `require_stream(key)`, and [`with_require_stream`] prepends it
+//! to them. Field names are written literally in the scripts; the tests below check them
+//! against the Rust constants ([`crate::entry`], [`crate::dead_letters`]).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// The shared prelude: `require_stream(key)` returns an error reply unless `key` holds a stream
+/// or nothing.
+macro_rules! with_require_stream {
+    ($file:literal) => {
+        concat!(include_str!("require_stream.lua"), include_str!($file))
+    };
+}
+
+/// `publish.lua` (with the prelude): the producer's batch of events, each its payload hash
+/// (or sent-record) and its stream entry, each succeeding or failing on its own.
+pub(crate) const PUBLISH_SOURCE: &str = with_require_stream!("publish.lua");
+/// `dead_letter.lua` (with the prelude): acknowledges an entry and dead-letters it.
+pub(crate) const DEAD_LETTER_SOURCE: &str = with_require_stream!("dead_letter.lua");
+/// `replay.lua` (with the prelude): sends a dead letter's original fields again.
+pub(crate) const REPLAY_SOURCE: &str = with_require_stream!("replay.lua");
+/// `append.lua` (with the prelude): the event store's append.
+pub(crate) const APPEND_SOURCE: &str = with_require_stream!("append.lua");
+/// `trim.lua`: one step of a safe trim.
+pub(crate) const TRIM_SOURCE: &str = include_str!("trim.lua");
+/// `snapshot.lua`: writes or drops an aggregate's snapshot, never moving it backwards.
+pub(crate) const SNAPSHOT_SOURCE: &str = include_str!("snapshot.lua");
+/// `count.lua`: counts a range of stream entries on the server.
+pub(crate) const COUNT_SOURCE: &str = include_str!("count.lua");
+
+/// The publish script ([`PUBLISH_SOURCE`]).
+pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SOURCE));
+/// The dead-letter script ([`DEAD_LETTER_SOURCE`]).
+pub(crate) static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(DEAD_LETTER_SOURCE));
+/// The replay script ([`REPLAY_SOURCE`]).
+pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(REPLAY_SOURCE));
+/// The append script ([`APPEND_SOURCE`]).
+pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SOURCE));
+/// The trim script ([`TRIM_SOURCE`]).
+pub(crate) static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(TRIM_SOURCE));
+/// The snapshot script ([`SNAPSHOT_SOURCE`]).
+pub(crate) static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(SNAPSHOT_SOURCE));
+/// The count script ([`COUNT_SOURCE`]).
+pub(crate) static COUNT: LazyLock<Script> = LazyLock::new(|| Script::new(COUNT_SOURCE));
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::dead_letters::{
+        DEAD_AT, DEAD_CONSUMER, DEAD_DELIVERIES, DEAD_GROUP, DEAD_PREFIX, DEAD_REASON,
+        DEAD_STREAM_ID,
+    };
+    use crate::entry::{
+        AGGREGATE, AGGREGATE_VERSION, KEY, MESSAGE_ID, OPERATION, PAYLOAD, POSITION, PRODUCED_AT,
+        VERSION,
+    };
+
+    /// The single-quoted string literals of `source`, comment lines left out.
+    fn literals(source: &str) -> BTreeSet<&str> {
+        let mut found = BTreeSet::new();
+        for line in source.lines() {
+            if line.trim_start().starts_with("--") {
+                continue;
+            }
+            let mut parts = line.split('\'');
+            parts.next();
+            while let (Some(literal), Some(_)) = (parts.next(), parts.next()) {
+                found.insert(literal);
+            }
+            // A line ending inside a literal would have an odd number of quotes.
+            assert_eq!(line.matches('\'').count() % 2, 0, "odd quotes: {line}");
+        }
+        found
+    }
+
+    /// Asserts that the literals of `source` that look like field names (lowercase letters,
+    /// `_` and `.`), apart from the script's other words (`other`), are exactly `fields`.
+    fn assert_fields(script: &str, source: &str, fields: &[&str], other: &[&str]) {
+        let field_like = |s: &&str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+        };
+        let other: BTreeSet<&str> = other.iter().copied().collect();
+        let used: BTreeSet<&str> = literals(source)
+            .into_iter()
+            .filter(field_like)
+            .filter(|s| !other.contains(s))
+            .collect();
+        let expected: BTreeSet<&str> = fields.iter().copied().collect();
+        assert_eq!(used, expected, "the field names of {script}");
+    }
+
+    #[test]
+    fn the_publish_script_writes_the_entry_fields() {
+        let fields = [MESSAGE_ID, OPERATION, VERSION, PRODUCED_AT, KEY, PAYLOAD];
+        assert_fields(
+            "publish.lua",
+            PUBLISH_SOURCE,
+            &fields,
+            &["ok", "none", "stream", "error", "err", "table"],
+        );
+    }
+
+    #[test]
+    fn the_append_script_writes_the_store_fields() {
+        let fields = [
+            MESSAGE_ID,
+            OPERATION,
+            VERSION,
+            PRODUCED_AT,
+            KEY,
+            AGGREGATE,
+            AGGREGATE_VERSION,
+            PAYLOAD,
+            POSITION,
+        ];
+        let statuses = [
+            "ok",
+            "replay",
+            "other_aggregate",
+            "other_events",
+            "conflict",
+        ];
+        let mut other = vec!["none", "stream", "hash", "exact", "appended"];
+        other.extend(statuses);
+        assert_fields("append.lua", APPEND_SOURCE, &fields, &other);
+        // The statuses are the ones the Rust side matches.
+        let append = include_str!("../store/append.rs");
+        for status in statuses {
+            assert!(append.contains(&format!("\"{status}\"")), "status {status}");
+        }
+    }
+
+    #[test]
+    fn the_dead_letter_scripts_use_the_dead_letter_fields() {
+        let fields = [
+            DEAD_STREAM_ID,
+            DEAD_GROUP,
+            DEAD_CONSUMER,
+            DEAD_DELIVERIES,
+            DEAD_REASON,
+            DEAD_AT,
+        ];
+        assert!(fields.iter().all(|f| f.starts_with(DEAD_PREFIX)));
+        assert_fields(
+            "dead_letter.lua",
+            DEAD_LETTER_SOURCE,
+            &fields,
+            &["ok", "none", "stream"],
+        );
+        assert_fields(
+            "replay.lua",
+            REPLAY_SOURCE,
+            &[DEAD_PREFIX],
+            &["ok", "none", "stream"],
+        );
+        let prefix_test = format!(
+            "string.sub(flat[i], 1, {}) ~= '{DEAD_PREFIX}'",
+            DEAD_PREFIX.len()
+        );
+        assert!(REPLAY_SOURCE.contains(&prefix_test), "{prefix_test}");
+    }
+
+    #[test]
+    fn the_other_scripts_use_no_entry_field() {
+        assert_fields("trim.lua", TRIM_SOURCE, &[], &["name", "pending"]);
+        let snapshot = [
+            "none", "drop", "hash", "ok", "write", "version", "at", "state", "position",
+        ];
+        assert_fields("snapshot.lua", SNAPSHOT_SOURCE, &[], &snapshot);
+        assert_fields("count.lua", COUNT_SOURCE, &[], &[]);
+    }
+
+    #[test]
+    fn scripts_that_write_streams_check_them_first() {
+        for (script, source, keys) in [
+            ("publish.lua", PUBLISH_SOURCE, "require_stream(KEYS[1])"),
+            (
+                "dead_letter.lua",
+                DEAD_LETTER_SOURCE,
+                "require_stream(KEYS[2])",
+            ),
+            ("replay.lua", REPLAY_SOURCE, "require_stream(KEYS[2])"),
+            (
+                "append.lua",
+                APPEND_SOURCE,
+                "require_stream(KEYS[1]) or require_stream(KEYS[2])",
+            ),
+        ] {
+            let check = format!("local refused = {keys}\nif refused then return refused end\n");
+            let at = source
+                .find(&check)
+                .unwrap_or_else(|| panic!("{script}: {check}"));
+            for write in ["'XADD'", "'HSET'", "'XACK'", "'SET'", "'DEL'", "'XDEL'"] {
+                assert!(
+                    source.find(write).is_none_or(|w| w > at),
+                    "{script} writes ({write}) before checking its streams"
+                );
+            }
+        }
+    }
+}

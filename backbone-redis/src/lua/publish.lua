@@ -1,0 +1,68 @@
+-- The producer's publish script: a batch of events, each its payload hash (or sent-record)
+-- and its stream entry.
+-- KEYS[1] the stream, KEYS[1 + i] the marker of event i: its payload hash when it has
+-- parameters, else its sent-record (StreamKeys::sent).
+-- ARGV[1] payload TTL in ms ('0' for none), ARGV[2] the number of events m, then per event:
+-- message id, operation, version, produced_at, ordering key ('' for none), field count n, and
+-- n name/value pairs.
+--
+-- Checks the stream's type before the first write: an error reply proves that nothing was
+-- written (neither Lua nor MULTI rolls back). Then answers one reply per event:
+-- - the new entry's id: written now;
+-- - false: written before (a retried send), nothing written now. An event's marker is its own
+--   check: HSET adding no field means its payload hash, with these very fields, was there
+--   already, and it was written with its entry in one run of this script;
+-- - {'error', text}: not written. A command that fails is called with pcall, and a payload
+--   hash this run created for the event is deleted again before the script goes on, so nobody
+--   ever sees it: the script is atomic.
+-- A sent-record lives 600000 ms (the producer's SENT_TTL_MS).
+-- Prepended with require_stream.lua.
+local refused = require_stream(KEYS[1])
+if refused then return refused end
+local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
+local replies = {}
+local at = 3
+for i = 1, tonumber(ARGV[2]) do
+  local marker = KEYS[1 + i]
+  local n = tonumber(ARGV[at + 5])
+  local fresh
+  if n > 0 then
+    fresh = pcall('HSET', marker, unpack(ARGV, at + 6, at + 5 + 2 * n))
+  else
+    fresh = 1 - redis.call('EXISTS', marker)
+  end
+  if fresh == 0 then
+    replies[i] = false
+  elseif type(fresh) == 'table' then
+    replies[i] = {'error', marker .. ': ' .. fresh['err']}
+  else
+    local id
+    local key = ARGV[at + 4]
+    if n > 0 then
+      if key == '' then
+        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'payload', marker)
+      else
+        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key, 'payload', marker)
+      end
+    elseif key == '' then
+      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3])
+    else
+      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key)
+    end
+    if type(id) == 'table' then
+      if n > 0 then
+        redis.call('DEL', marker)
+      end
+      replies[i] = {'error', stream .. ': ' .. id['err']}
+    else
+      if n == 0 then
+        redis.call('SET', marker, id, 'PX', 600000)
+      elseif ttl ~= '0' then
+        redis.call('PEXPIRE', marker, ttl)
+      end
+      replies[i] = id
+    end
+  end
+  at = at + 6 + 2 * n
+end
+return replies

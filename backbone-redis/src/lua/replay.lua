@@ -1,0 +1,26 @@
+-- Replays a dead letter: its original fields (every field not starting with 'dead.', the
+-- dead-letter prefix of 5 bytes) as a new entry of the original stream; removes the dead letter.
+-- KEYS[1] dead-letter stream, KEYS[2] original stream; ARGV[1] dead-letter id.
+-- Returns the new stream id, false when there is no such dead letter.
+-- Prepended with require_stream.lua.
+local refused = require_stream(KEYS[2])
+if refused then return refused end
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then
+  return false
+end
+local flat = found[1][2]
+local fields = {}
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, 5) ~= 'dead.' then
+    table.insert(fields, flat[i])
+    table.insert(fields, flat[i + 1])
+  end
+end
+if #fields == 0 then
+  return redis.error_reply('backbone: dead letter ' .. ARGV[1] .. ' in ' .. KEYS[1] ..
+    ' cannot be replayed: its entry was deleted or trimmed before it was dead-lettered (purge it)')
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id

@@ -1,0 +1,53 @@
+-- One step of StreamAdmin's trim: checks the plan again, then deletes the payload hashes and
+-- trims the stream.
+-- KEYS[1] stream, KEYS[2..g+1] the dead-letter streams of the g planned groups, KEYS[g+2..]
+-- the payload hashes to delete.
+-- ARGV[1] the MINID for XTRIM, ARGV[2] the last (newest) entry id to remove, ARGV[3] how many
+-- entries are planned to go, ARGV[4] how many must stay at least, ARGV[5] g, then g group
+-- names, then g ids: the newest entry of each group's dead-letter stream ('' if none).
+-- Returns {1, entries removed, payloads deleted, ''} or, when the plan no longer holds and
+-- nothing was written, {0, 0, 0, reason}.
+local function num_lt(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function id_lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return num_lt(am, bm) end
+  return num_lt(as, bs)
+end
+local function replan(reason) return {0, 0, 0, reason} end
+local last, g = ARGV[2], tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 0 then return replan('the stream is gone') end
+if redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3]) < tonumber(ARGV[4]) then
+  return replan('the stream got shorter')
+end
+local infos = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #infos ~= g then return replan('the groups changed') end
+local planned = {}
+for i = 1, g do planned[ARGV[5 + i]] = i end
+for _, info in ipairs(infos) do
+  local f = {}
+  for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+  local name = f['name']
+  local i = planned[name]
+  if not i then return replan('group ' .. name .. ' is new') end
+  if id_lt(f['last-delivered-id'], last) then
+    return replan('group ' .. name .. ' has not read ' .. last)
+  end
+  if f['pending'] > 0 then
+    local oldest = redis.call('XPENDING', KEYS[1], name)[2]
+    if not id_lt(last, oldest) then
+      return replan('entry ' .. oldest .. ' is pending in group ' .. name)
+    end
+  end
+  local top = redis.call('XREVRANGE', KEYS[1 + i], '+', '-', 'COUNT', 1)
+  local now = ''
+  if #top > 0 then now = top[1][1] end
+  if now ~= ARGV[5 + g + i] then return replan('group ' .. name .. ' has new dead letters') end
+end
+local payloads = 0
+if #KEYS > g + 1 then payloads = redis.call('DEL', unpack(KEYS, g + 2, #KEYS)) end
+local entries = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+return {1, entries, payloads, ''}
