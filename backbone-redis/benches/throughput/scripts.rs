@@ -1,11 +1,12 @@
 //! The raw baselines' Lua: the very `.lua` files the framework runs (`src/lua/`), each with the
-//! `require_stream.lua` prelude the framework prepends, loaded with `include_str!`. The
-//! baselines send them with plain redis-rs calls: no framework code runs.
+//! `require_commands.lua` and `require_stream.lua` preludes the framework prepends, loaded with
+//! `include_str!`. The baselines send them with plain redis-rs calls: no framework code runs.
 
 /// `publish.lua`. KEYS: stream, then one marker (payload hash) per event. ARGV: payload TTL ms
 /// ('0' for none), event count m, then per event: message id, operation, version, produced_at,
 /// ordering key ('' for none), field count n, n name/value pairs.
 pub const PUBLISH: &str = concat!(
+    include_str!("../../src/lua/require_commands.lua"),
     include_str!("../../src/lua/require_stream.lua"),
     include_str!("../../src/lua/publish.lua")
 );
@@ -16,6 +17,7 @@ pub const PUBLISH: &str = concat!(
 /// without idempotency), then per event: message id, operation, version, field count n, n
 /// name/value pairs.
 pub const APPEND: &str = concat!(
+    include_str!("../../src/lua/require_commands.lua"),
     include_str!("../../src/lua/require_stream.lua"),
     include_str!("../../src/lua/append.lua")
 );

@@ -27,6 +27,11 @@ if idem == 1 then
 end
 local refused = require_stream(KEYS[1]) or require_stream(KEYS[2])
 if refused then return refused end
+local calls = {{'XREVRANGE', KEYS[2]}, {'HSET', KEYS[4 + idem] or KEYS[1]}, {'XADD', KEYS[1]},
+  {'XADD', KEYS[2]}, {'HINCRBY', KEYS[3]}}
+if idem == 1 then table.insert(calls, {'SET', KEYS[4]}) end
+local denied = require_commands(calls)
+if denied then return denied end
 local stats = redis.call('TYPE', KEYS[3])['ok']
 if stats ~= 'hash' and stats ~= 'none' then
   return redis.error_reply('backbone: ' .. KEYS[3] .. ' holds a ' .. stats .. ', not a hash')

@@ -8,6 +8,8 @@
 -- Prepended with require_stream.lua.
 local refused = require_stream(KEYS[2])
 if refused then return refused end
+local denied = require_commands({{'XPENDING', KEYS[1]}, {'TIME'}, {'XACK', KEYS[1]}, {'XADD', KEYS[2]}})
+if denied then return denied end
 if #redis.call('XPENDING', KEYS[1], ARGV[2], ARGV[1], ARGV[1], 1) == 0 then
   return 0
 end

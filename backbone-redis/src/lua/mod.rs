@@ -1,9 +1,11 @@
 //! backbone's Lua scripts, one `.lua` file each in this directory, and the one place that loads
 //! them (`include_str!`). Each file starts with a comment giving its `KEYS`, `ARGV` and reply.
 //!
-//! Scripts that write streams first check the type of every stream they write: the file
-//! `require_stream.lua` defines `require_stream(key)`, and [`with_require_stream`] prepends it
-//! to them. Field names are written literally in the scripts; the tests below check them
+//! Every script checks, before its first write, that the caller's ACL user may run each command
+//! it calls (`require_commands.lua`, prepended to all of them: a refusal half-way would leave a
+//! half-done write, and Redis 7.0 does not name the refused command). Scripts that write
+//! streams also check the type of every stream they write: the file `require_stream.lua`
+//! defines `require_stream(key)`, and [`with_require_stream`] prepends it to them. Field names are written literally in the scripts; the tests below check them
 //! against the Rust constants ([`crate::entry`], [`crate::dead_letters`]).
 
 use std::sync::LazyLock;
@@ -14,7 +16,19 @@ use redis::Script;
 /// or nothing.
 macro_rules! with_require_stream {
     ($file:literal) => {
-        concat!(include_str!("require_stream.lua"), include_str!($file))
+        concat!(
+            include_str!("require_commands.lua"),
+            include_str!("require_stream.lua"),
+            include_str!($file)
+        )
+    };
+}
+
+/// The prelude of every script: `require_commands(calls)` returns an error reply (`NOPERM
+/// backbone: …`, naming the command) unless the caller's ACL user may run each call.
+macro_rules! with_require_commands {
+    ($file:literal) => {
+        concat!(include_str!("require_commands.lua"), include_str!($file))
     };
 }
 
@@ -28,11 +42,11 @@ pub(crate) const REPLAY_SOURCE: &str = with_require_stream!("replay.lua");
 /// `append.lua` (with the prelude): the event store's append.
 pub(crate) const APPEND_SOURCE: &str = with_require_stream!("append.lua");
 /// `trim.lua`: one step of a safe trim.
-pub(crate) const TRIM_SOURCE: &str = include_str!("trim.lua");
+pub(crate) const TRIM_SOURCE: &str = with_require_commands!("trim.lua");
 /// `snapshot.lua`: writes or drops an aggregate's snapshot, never moving it backwards.
-pub(crate) const SNAPSHOT_SOURCE: &str = include_str!("snapshot.lua");
+pub(crate) const SNAPSHOT_SOURCE: &str = with_require_commands!("snapshot.lua");
 /// `count.lua`: counts a range of stream entries on the server.
-pub(crate) const COUNT_SOURCE: &str = include_str!("count.lua");
+pub(crate) const COUNT_SOURCE: &str = with_require_commands!("count.lua");
 
 /// The publish script ([`PUBLISH_SOURCE`]).
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SOURCE));
@@ -178,6 +192,67 @@ mod tests {
         ];
         assert_fields("snapshot.lua", SNAPSHOT_SOURCE, &[], &snapshot);
         assert_fields("count.lua", COUNT_SOURCE, &[], &[]);
+    }
+
+    /// The commands `source` calls (`redis.call('X'`, `pcall('X'`), and those it checks with
+    /// `require_commands` (`{'X', …}`), in upper case.
+    fn commands(source: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let after = |marker: &str| -> BTreeSet<String> {
+            source
+                .match_indices(marker)
+                .filter_map(|(at, _)| source[at + marker.len()..].split('\'').next())
+                .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase()))
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut called = after("call('");
+        called.extend(after("pcall('"));
+        (called, after("{'"))
+    }
+
+    #[test]
+    fn every_script_checks_the_acl_for_each_command_it_calls_before_writing() {
+        for (script, source) in [
+            ("publish.lua", PUBLISH_SOURCE),
+            ("dead_letter.lua", DEAD_LETTER_SOURCE),
+            ("replay.lua", REPLAY_SOURCE),
+            ("append.lua", APPEND_SOURCE),
+            ("trim.lua", TRIM_SOURCE),
+            ("snapshot.lua", SNAPSHOT_SOURCE),
+            ("count.lua", COUNT_SOURCE),
+        ] {
+            let (mut called, checked) = commands(source);
+            // TYPE and GET only read: what they would refuse, nothing was written before.
+            called.remove("TYPE");
+            called.remove("GET");
+            let unchecked: Vec<_> = called.difference(&checked).collect();
+            assert!(
+                unchecked.is_empty(),
+                "{script} calls {unchecked:?} unchecked"
+            );
+            let check = source
+                .find("local denied = require_commands(")
+                .unwrap_or_else(|| panic!("{script} checks no command"));
+            for write in [
+                "'XADD'",
+                "'HSET'",
+                "'XACK'",
+                "'SET'",
+                "'DEL'",
+                "'XDEL'",
+                "'XTRIM'",
+                "'HINCRBY'",
+            ] {
+                let first_call = [format!("call({write}"), format!("pcall({write}")]
+                    .iter()
+                    .filter_map(|call| source.find(call.as_str()))
+                    .min();
+                assert!(
+                    first_call.is_none_or(|w| w > check),
+                    "{script} writes ({write}) before checking the ACL"
+                );
+            }
+        }
     }
 
     #[test]

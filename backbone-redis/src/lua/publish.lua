@@ -19,6 +19,10 @@
 -- Prepended with require_stream.lua.
 local refused = require_stream(KEYS[1])
 if refused then return refused end
+local marker = KEYS[2] or KEYS[1]
+local denied = require_commands({{'XADD', KEYS[1]}, {'HSET', marker}, {'EXISTS', marker},
+  {'DEL', marker}, {'SET', marker}, {'PEXPIRE', marker}})
+if denied then return denied end
 local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
 local replies = {}
 local at = 3

@@ -5,6 +5,8 @@
 -- Prepended with require_stream.lua.
 local refused = require_stream(KEYS[2])
 if refused then return refused end
+local denied = require_commands({{'XRANGE', KEYS[1]}, {'XADD', KEYS[2]}, {'XDEL', KEYS[1]}})
+if denied then return denied end
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return false

@@ -4,6 +4,8 @@
 -- write replaces a snapshot of a lower version, one whose version is not a number, or the
 -- rejected one; drop deletes the rejected one if it is still there. Returns 1 if it wrote or
 -- deleted, else 0.
+local denied = require_commands({{'TYPE', KEYS[1]}, {'HMGET', KEYS[1]}, {'DEL', KEYS[1]}, {'HSET', KEYS[1]}})
+if denied then return denied end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then
   if ARGV[1] == 'drop' then return 0 end

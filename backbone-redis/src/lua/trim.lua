@@ -19,6 +19,9 @@ local function id_lt(a, b)
 end
 local function replan(reason) return {0, 0, 0, reason} end
 local last, g = ARGV[2], tonumber(ARGV[5])
+local denied = require_commands({{'EXISTS', KEYS[1]}, {'XLEN', KEYS[1]}, {'XINFO', 'GROUPS', KEYS[1]},
+  {'XPENDING', KEYS[1]}, {'XREVRANGE', KEYS[2] or KEYS[1]}, {'DEL', KEYS[#KEYS]}, {'XTRIM', KEYS[1]}})
+if denied then return denied end
 if redis.call('EXISTS', KEYS[1]) == 0 then return replan('the stream is gone') end
 if redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3]) < tonumber(ARGV[4]) then
   return replan('the stream got shorter')
