@@ -9,10 +9,15 @@
 //! the methods `build_x_producer()` and `subscribe_x_consumer(handler)` come from the traits
 //! `#[events_contract]` generates next to the contract.
 //!
+//! Where and how every builder connects (URL, TLS, unix sockets, timeouts, client names) is
+//! [`RedisSettings`]; the ACL rule of each role is in [`acl`]; [`retry`] classifies errors.
+//! The stream's administration (trimming) is [`StreamAdmin`], its dead letters [`DeadLetters`].
+//!
 //! The `testing` feature adds the `testing` module, which starts a real Redis for tests.
 #![warn(missing_docs)]
 
 pub mod acl;
+mod admin;
 pub mod connection;
 mod consumer;
 pub mod dead_letters;
@@ -20,15 +25,14 @@ pub mod entry;
 pub mod keys;
 mod lua;
 mod producer;
-mod retention;
 pub mod retry;
 pub mod settings;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use admin::{StreamAdmin, TrimReport};
 pub use consumer::RedisConsumerBuilder;
 pub use dead_letters::{DeadLetterEntry, DeadLetters};
 pub use producer::{RedisProducerBuilder, RedisPublisher};
-pub use retention::{StreamAdmin, TrimReport};
 pub use settings::RedisSettings;

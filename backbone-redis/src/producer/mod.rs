@@ -11,9 +11,9 @@ use backbone_core::{Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, 
 use redis::RedisError;
 use tokio::time::Instant;
 
+use crate::admin::StreamAdmin;
 use crate::connection::Connection;
 use crate::keys::StreamKeys;
-use crate::retention::StreamAdmin;
 use crate::retry::{classify_redis, Backoff, ErrorClass};
 use crate::settings::{settings_setters, RedisSettings};
 use batch::Batcher;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::retention::StreamAdmin;
+use crate::admin::StreamAdmin;
 
 /// The background trim of a producer with `max_len`.
 #[derive(Debug)]

@@ -1,5 +1,6 @@
-//! Safe trimming: [`StreamAdmin`] removes old entries of a stream, and their payload hashes,
-//! without ever removing an entry a consumer group still needs.
+//! [`StreamAdmin`], the administration of one stream: its length, and safe trimming that
+//! removes old entries and their payload hashes without ever removing an entry a consumer
+//! group still needs.
 //!
 //! An entry may go only when every group has read it (it is at or before the group's
 //! `last-delivered-id`) and none has it pending (it is before the oldest id of the group's
