@@ -9,7 +9,7 @@
 //! | `bb:{<env>:<uri>}:sent:<message_id>` | string | for operations without parameters only: the stream id of a sent event, 10 minutes; makes a resend idempotent (for the others the payload hash is the marker) |
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
 //! | `bb:{<env>:<uri>}:agg:<aggregate>` | stream | the event store: one aggregate's events, entry ids `0-<version>` |
-//! | `bb:{<env>:<uri>}:idem:<key>` | string | an append's result under its idempotency key, for the idempotency TTL |
+//! | `bb:{<env>:<uri>}:idem:<key>` | string | an append under its idempotency key, for the idempotency TTL: `<first> <last> <positions> <sha1 of the events> <aggregate>`; the same key with another aggregate or other events is refused (`Error::IdempotencyKeyReused`) |
 //! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `position` (of that event), `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:proj:<name>` | hash | a projection's checkpoint: `position`, `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:stats` | hash | the store's counters: `appended` |
