@@ -369,3 +369,47 @@ fn the_readme_lists_every_rule() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_producer_fails_at_once_when_its_password_is_rotated() {
+    let server = server();
+    let uri = unique_name("acl-rotated");
+    let (url, password) = user(&server, &uri, acl::PRODUCER, "").await;
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .send_timeout(Duration::from_secs(30))
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    producer.tick(1).await.unwrap();
+    let name = url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = raw(server.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&name)
+        .arg("resetpass")
+        .arg(">rotated-elsewhere")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg(&name)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let err = producer.tick(2).await.unwrap_err().to_string();
+    // Not retried for the 30 s send_timeout: lost authentication is fatal.
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("gave up after"), "{err}");
+    assert!(!err.contains(&password), "{err}");
+}
