@@ -1,4 +1,4 @@
-//! The connections backbone opens, and the only place that opens them: a [`Connection`] is a
+//! The connections backbone opens, and the only place that opens them: a `Connection` is a
 //! multiplexed connection that names itself (`CLIENT SETNAME`) every time it connects and
 //! connects again, on its next command, after the old one broke. Where to connect and how
 //! comes from [`RedisSettings`](crate::settings::RedisSettings).

@@ -29,7 +29,9 @@ const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds producers that write to a Redis stream.
 ///
-/// Defaults: url [`default_url`], `send_timeout` 5 s, no `max_len`, no `payload_ttl`.
+/// Connection settings (URL, TLS, timeouts, client name) come from [`RedisSettings`]
+/// (`.settings(..)`, or `.url(..)`; default [`RedisSettings::new`]: `$REDIS_URL` and the TLS
+/// variables). Defaults: `send_timeout` 5 s, no `max_len`, no `payload_ttl`.
 ///
 /// ```no_run
 /// use backbone_core::{events_contract, Error};
