@@ -194,8 +194,8 @@ mod tests {
         assert_fields("count.lua", COUNT_SOURCE, &[], &[]);
     }
 
-    /// The commands `source` calls (`redis.call('X'`, `pcall('X'`), and those it checks with
-    /// `require_commands` (`{'X', …}`), in upper case.
+    /// The commands `source` calls with `redis.call('X'` (not those under `pcall`, whose
+    /// failure fails one event alone), and those it checks with `require_commands` (`{'X', …}`).
     fn commands(source: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         let after = |marker: &str| -> BTreeSet<String> {
             source
@@ -205,8 +205,14 @@ mod tests {
                 .map(str::to_owned)
                 .collect()
         };
+        // `pcall('X'` also matches `call('`: the pcall'ed commands are those after "pcall('",
+        // which fail one event alone (publish.lua) and need no check.
         let mut called = after("call('");
-        called.extend(after("pcall('"));
+        for pcalled in after("pcall('") {
+            if !source.contains(&format!("redis.call('{pcalled}'")) {
+                called.remove(&pcalled);
+            }
+        }
         (called, after("{'"))
     }
 

@@ -19,11 +19,37 @@
 -- Prepended with require_stream.lua.
 local refused = require_stream(KEYS[1])
 if refused then return refused end
-local marker = KEYS[2] or KEYS[1]
-local denied = require_commands({{'XADD', KEYS[1]}, {'HSET', marker}, {'EXISTS', marker},
-  {'DEL', marker}, {'SET', marker}, {'PEXPIRE', marker}})
-if denied then return denied end
 local stream, ttl, pcall = KEYS[1], ARGV[1], redis.pcall
+-- HSET and XADD run under pcall: a refusal fails that event alone, named by failed() below.
+-- The other calls must not fail half-way, so the ACL is checked for those this batch makes.
+local with_fields, without_fields = false, false
+do
+  local at = 3
+  for _ = 1, tonumber(ARGV[2]) do
+    local n = tonumber(ARGV[at + 5])
+    if n > 0 then with_fields = true else without_fields = true end
+    at = at + 6 + 2 * n
+  end
+end
+local calls = {}
+if with_fields then
+  table.insert(calls, {'DEL', KEYS[2]})
+  if ttl ~= '0' then table.insert(calls, {'PEXPIRE', KEYS[2]}) end
+end
+if without_fields then
+  table.insert(calls, {'EXISTS', KEYS[2]})
+  table.insert(calls, {'SET', KEYS[2]})
+end
+local denied = require_commands(calls)
+if denied then return denied end
+-- The reply of a pcall that failed: NOPERM naming the command when the ACL refused it (Redis
+-- 7.0 does not say which), else the key and Redis's error.
+local function failed(command, key, reply)
+  if string.find(reply['err'], 'run this command or subcommand', 1, true) then
+    return {'error', 'NOPERM backbone: this ACL user may not run ' .. command .. ' on ' .. key}
+  end
+  return {'error', key .. ': ' .. reply['err']}
+end
 local replies = {}
 local at = 3
 for i = 1, tonumber(ARGV[2]) do
@@ -38,7 +64,7 @@ for i = 1, tonumber(ARGV[2]) do
   if fresh == 0 then
     replies[i] = false
   elseif type(fresh) == 'table' then
-    replies[i] = {'error', marker .. ': ' .. fresh['err']}
+    replies[i] = failed('HSET', marker, fresh)
   else
     local id
     local key = ARGV[at + 4]
@@ -57,7 +83,7 @@ for i = 1, tonumber(ARGV[2]) do
       if n > 0 then
         redis.call('DEL', marker)
       end
-      replies[i] = {'error', stream .. ': ' .. id['err']}
+      replies[i] = failed('XADD', stream, id)
     else
       if n == 0 then
         redis.call('SET', marker, id, 'PX', 600000)
