@@ -5,8 +5,8 @@
 //! cargo run --example consumer            # until Ctrl-C
 //! cargo run --example consumer -- 10      # stop after 10 events
 //! ```
-//! Uses `$REDIS_URL`, else `redis://127.0.0.1:6379`. Restarted, it first handles what it left
-//! pending, then continues where the group stopped.
+//! Uses `$REDIS_URL`, else `redis://127.0.0.1:6379`, and the TLS variables for `rediss://`.
+//! Restarted, it first handles what it left pending, then continues where the group stopped.
 
 mod shipment;
 

@@ -4,7 +4,8 @@
 //! cargo run --example consumer            # in one terminal
 //! cargo run --example producer -- 10      # in another: 10 orders
 //! ```
-//! Both use `$REDIS_URL`, else `redis://127.0.0.1:6379`.
+//! Both use `$REDIS_URL`, else `redis://127.0.0.1:6379`, and the TLS variables (`REDIS_TLS_CA`,
+//! `REDIS_TLS_CERT`, `REDIS_TLS_KEY`) for a `rediss://` URL: see the README's Connecting.
 
 mod shipment;
 

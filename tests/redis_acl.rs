@@ -9,7 +9,7 @@ use std::time::Duration;
 use backbone_core::store::{
     Aggregate, AppendOptions, CachingPolicy, CheckpointPolicy, ExpectedVersion, Projection,
 };
-use backbone_core::{events_contract, Error, Metadata, RetryPolicy};
+use backbone_core::{events_contract, Error, Metadata};
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{unique_name, RedisServer, ServerOptions};
 use backbone_redis::{acl, DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin};
@@ -131,11 +131,7 @@ async fn a_consumer_needs_exactly_its_rule() {
         .name("acl-1")
         .claim_min_idle(Duration::from_millis(100))
         .remove_idle_consumers(Duration::from_millis(50))
-        .retry(RetryPolicy {
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            max_deliveries: 2,
-        })
+        .retry(quick_retry(2))
         .subscribe_ticks_consumer(recorder)
         .await
         .unwrap();
@@ -174,10 +170,7 @@ async fn a_consumer_needs_exactly_its_rule() {
         .url(&url)
         .uri(&uri)
         .group("g3")
-        .retry(RetryPolicy {
-            max_deliveries: 1,
-            ..RetryPolicy::default()
-        })
+        .retry(quick_retry(1))
         .subscribe_ticks_consumer(recorder)
         .await
         .unwrap();
@@ -312,11 +305,7 @@ async fn an_admin_needs_exactly_its_rule() {
         .url(server.url())
         .uri(&uri)
         .group("g")
-        .retry(RetryPolicy {
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            max_deliveries: 1,
-        })
+        .retry(quick_retry(1))
         .subscribe_ticks_consumer(recorder)
         .await
         .unwrap();

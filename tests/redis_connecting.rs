@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use backbone_core::store::{AppendOptions, ExpectedVersion};
-use backbone_core::{events_contract, Error, RetryPolicy};
+use backbone_core::{events_contract, Error};
 use backbone_redis::settings::RedisSettings;
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name, RedisServer, ServerOptions, TlsMode};
@@ -36,11 +36,7 @@ async fn every_role_works(settings: RedisSettings) {
     let lifetime = RedisConsumerBuilder::new()
         .settings(settings.clone())
         .group("g")
-        .retry(RetryPolicy {
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-            max_deliveries: 1,
-        })
+        .retry(quick_retry(1))
         .subscribe_ticks_consumer(recorder)
         .await
         .unwrap();

@@ -244,6 +244,16 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A retry policy of 10 ms delays and `max_deliveries` deliveries: failing ticks reach the
+/// dead letters quickly.
+pub fn quick_retry(max_deliveries: u32) -> backbone_core::RetryPolicy {
+    backbone_core::RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(10),
+        max_deliveries,
+    }
+}
+
 /// The keys of `uri` (no environment).
 pub fn keys(uri: &str) -> backbone_redis::keys::StreamKeys {
     backbone_redis::keys::StreamKeys::new(&backbone_core::StreamAddress::new(None, uri).unwrap())
