@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use backbone_core::store::{AppendOptions, ExpectedVersion};
 use backbone_core::{events_contract, Error};
 use backbone_redis::settings::RedisSettings;
