@@ -39,7 +39,7 @@ pub(crate) struct Endpoint {
     pub connection_timeout: Duration,
     pub response_timeout: Duration,
     /// Where: `host:port` or the socket's path, never a credential; for errors and logs.
-    pub redacted: String,
+    pub address: String,
 }
 
 /// A multiplexed connection that reconnects itself: a command that finds the connection
@@ -66,7 +66,7 @@ struct Inner {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("to", &self.inner.endpoint.redacted)
+            .field("to", &self.inner.endpoint.address)
             .field("name", &self.inner.name)
             .finish()
     }
@@ -111,7 +111,7 @@ impl Connection {
 
     /// The error of a failed connection attempt, naming where (credentials masked).
     fn error(&self, e: RedisError) -> Error {
-        redis_error(format!("connect to {}", self.inner.endpoint.redacted), e)
+        redis_error(format!("connect to {}", self.inner.endpoint.address), e)
     }
 
     /// The live connection, connecting first when there is none.

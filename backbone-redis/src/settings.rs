@@ -161,7 +161,7 @@ impl RedisSettings {
 
     /// **For development only**: accept any server certificate, for any host name. The
     /// connection is encrypted but not authenticated: anyone on the path can read and change
-    /// it. Every connection made so logs a warning.
+    /// it. Every builder that connects so logs a warning.
     ///
     /// ```
     /// let settings = backbone_redis::settings::RedisSettings::new()
@@ -280,18 +280,10 @@ impl RedisSettings {
         let bad_url =
             |why: String| Error::Config(format!("invalid Redis URL {redacted:?}: {}", scrub(why)));
         let tls_url = url.starts_with("rediss://");
-        let ca = self
-            .tls_ca
-            .clone()
-            .or_else(|| env_var("REDIS_TLS_CA").map(PathBuf::from));
-        let cert = self
-            .tls_cert
-            .clone()
-            .or_else(|| env_var("REDIS_TLS_CERT").map(PathBuf::from));
-        let key = self
-            .tls_key
-            .clone()
-            .or_else(|| env_var("REDIS_TLS_KEY").map(PathBuf::from));
+        let env = RedisSettings::from_env();
+        let ca = self.tls_ca.clone().or(env.tls_ca);
+        let cert = self.tls_cert.clone().or(env.tls_cert);
+        let key = self.tls_key.clone().or(env.tls_key);
         if !tls_url && (ca.is_some() || cert.is_some() || key.is_some() || self.insecure) {
             return Err(bad_url(
                 "TLS settings are given (a CA, a client certificate or key, from the settings or \
@@ -347,12 +339,12 @@ impl RedisSettings {
                 )));
             }
         }
-        let redacted = client.get_connection_info().addr().to_string();
+        let address = client.get_connection_info().addr().to_string();
         Ok(Endpoint {
             client,
             connection_timeout: self.connection_timeout.unwrap_or(CONNECTION_TIMEOUT),
             response_timeout: self.response_timeout.unwrap_or(RESPONSE_TIMEOUT),
-            redacted,
+            address,
         })
     }
 }
