@@ -172,15 +172,7 @@ async fn manual_ack_and_bad_names() {
 /// bit for bit.
 #[tokio::test]
 async fn floats_round_trip_bit_for_bit() {
-    let floats = [
-        -1.5e-300,
-        5e-324,
-        f64::MIN_POSITIVE,
-        0.1 + 0.2,
-        1e308,
-        -0.0,
-        123456.789e-10,
-    ];
+    let floats = FLOATS;
     let broker = InMemoryBroker::new();
     let producer = broker
         .producer_builder()

@@ -3,6 +3,8 @@
 //! restored from its checkpoint. Regression: `-1.5e-300` once came back as
 //! `-1.4999999999999998e-300` (serde_json without `float_roundtrip`).
 
+mod common;
+
 use std::time::Duration;
 
 use backbone_core::store::{Aggregate, AppendOptions, CachingPolicy, CheckpointPolicy};
@@ -10,20 +12,9 @@ use backbone_core::store::{ExpectedVersion, Projection};
 use backbone_core::{events_contract, Metadata};
 use backbone_redis::store::{EventStore, EventStoreBuilder};
 use backbone_redis::testing::{shared, unique_name};
+use common::FLOATS;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-
-/// The values that must survive: subnormals, the smallest normal, a sum that is not 0.3, the
-/// largest magnitudes, a negative zero, and a value with many significant digits.
-const FLOATS: [f64; 7] = [
-    -1.5e-300,
-    5e-324,
-    f64::MIN_POSITIVE,
-    0.1 + 0.2,
-    1e308,
-    -0.0,
-    123456.789e-10,
-];
 
 #[events_contract]
 pub trait Gauge {

@@ -244,6 +244,19 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// `f64`s that must come back bit for bit: subnormals, the smallest normal, a sum that is not
+/// 0.3, the largest magnitudes, a negative zero, and a value with many significant digits.
+/// (`-1.5e-300` once came back as `-1.4999999999999998e-300`.)
+pub const FLOATS: [f64; 7] = [
+    -1.5e-300,
+    5e-324,
+    f64::MIN_POSITIVE,
+    0.1 + 0.2,
+    1e308,
+    -0.0,
+    123456.789e-10,
+];
+
 /// A retry policy of 10 ms delays and `max_deliveries` deliveries: failing ticks reach the
 /// dead letters quickly.
 pub fn quick_retry(max_deliveries: u32) -> backbone_core::RetryPolicy {
