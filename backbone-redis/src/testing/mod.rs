@@ -12,6 +12,9 @@
 //! with a CA and certificates made at test time ([`TlsFiles`]); [`ServerOptions::unix_socket`]
 //! adds a socket in the server's directory ([`RedisServer::unix_socket_url`]).
 //!
+//! [`RedisCluster`] is a Redis Cluster of spawned `redis-server` nodes (masters and replicas on
+//! loopback), for tests of slot routing, `MOVED` and failover ([`RedisCluster::kill_master`]).
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use backbone_redis::testing::{RedisServer, ServerOptions, TlsMode};
@@ -42,10 +45,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use backbone_core::Error;
 
+mod cluster;
 mod container;
 mod server;
 mod tls;
 
+pub use cluster::RedisCluster;
 use container::{start_container, ContainerKeeper};
 use server::redis_server_bin;
 pub use server::{RedisServer, ServerOptions};

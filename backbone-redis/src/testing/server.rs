@@ -82,6 +82,14 @@ impl RedisServer {
     /// let server = backbone_redis::testing::RedisServer::spawn(Default::default()).unwrap();
     /// ```
     pub fn spawn(options: ServerOptions) -> Result<RedisServer, Error> {
+        RedisServer::spawn_with_ports(options, free_port)
+    }
+
+    /// [`spawn`](Self::spawn) on ports from `pick_port` (asked again when a port got taken).
+    pub(super) fn spawn_with_ports(
+        options: ServerOptions,
+        mut pick_port: impl FnMut() -> Result<u16, Error>,
+    ) -> Result<RedisServer, Error> {
         let bin = redis_server_bin().ok_or_else(|| Error::Config(no_redis_message()))?;
         let dir = tempfile::Builder::new().prefix("backbone-redis-").tempdir();
         let dir = dir.map_err(|e| Error::channel("create a directory for redis-server", e))?;
@@ -98,7 +106,7 @@ impl RedisServer {
             unix_socket,
         };
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = pick_port()?;
             match launch(&setup, port) {
                 Ok(child) => {
                     let scheme = if setup.tls.is_some() {
@@ -273,6 +281,21 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Kills the server with SIGKILL (no AOF flush, no shutdown) and reaps it; does nothing if
+    /// it is not running.
+    pub(super) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_wait(&mut child);
+        }
+    }
+
+    /// Whether the server was started and not stopped or killed since.
+    pub(super) fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -292,7 +315,7 @@ pub(super) fn redis_server_bin() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(super) fn free_port() -> Result<u16, Error> {
     let find = || TcpListener::bind("127.0.0.1:0")?.local_addr();
     loop {
         let port = find()
