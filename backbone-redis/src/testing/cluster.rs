@@ -122,6 +122,29 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.url().to_owned()).collect()
     }
 
+    /// Every node's url, comma-separated: the seeds for `REDIS_URL` with `REDIS_CLUSTER=1`.
+    ///
+    /// ```no_run
+    /// # let cluster: backbone_redis::testing::RedisCluster = todo!();
+    /// assert!(cluster.url().contains(','));
+    /// ```
+    pub fn url(&self) -> String {
+        self.seed_urls().join(",")
+    }
+
+    /// Connection settings that reach this cluster through every node as a seed.
+    ///
+    /// ```no_run
+    /// # let cluster: backbone_redis::testing::RedisCluster = todo!();
+    /// let producer = backbone_redis::RedisProducerBuilder::new()
+    ///     .settings(cluster.settings().uri("orders"));
+    /// ```
+    pub fn settings(&self) -> crate::settings::RedisSettings {
+        crate::settings::RedisSettings::new()
+            .url(self.url())
+            .cluster(true)
+    }
+
     /// The urls of the masters now serving slots, as the first running node sees them, in the
     /// order of their first slots (so index `i` names who serves the `i`-th initial range).
     ///

@@ -7,12 +7,14 @@
 //! | `redis://[user:password@]host:port[/db]` | plaintext TCP |
 //! | `rediss://[user:password@]host:port[/db]` | TLS (rustls); the CA, a client certificate and key as set here |
 //! | `redis+unix:///path/redis.sock` (or `unix://`) | a unix socket |
+//! | `redis://host1:7000,redis://host2:7000` with [`cluster(true)`](RedisSettings::cluster) | a Redis Cluster, through these seed nodes (`rediss://` for TLS) |
 //!
 //! | variable | what |
 //! |---|---|
 //! | `REDIS_URL` | the URL (default `redis://127.0.0.1:6379`) |
 //! | `REDIS_TLS_CA` | a PEM file of the CA(s) that signed the server's certificate (default: the system's roots) |
 //! | `REDIS_TLS_CERT`, `REDIS_TLS_KEY` | PEM files of a client certificate and its key, for mutual TLS |
+//! | `REDIS_CLUSTER` | `1` (or `true`, `yes`): `REDIS_URL` names a Redis Cluster, one or more comma-separated seed URLs |
 //!
 //! Settings left unset fall back to these variables when connecting, so a program built with
 //! `.url(..)` untouched follows `REDIS_URL` and the TLS variables. Passwords never leave the
@@ -34,14 +36,17 @@
 //! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use backbone_core::{Error, StreamAddress};
-use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, TlsCertificates};
 
-use crate::connection::{default_url, Connection, Endpoint};
+use crate::connection::{default_url, Connection};
+
+mod endpoint;
+mod redact;
+
+pub use redact::redact_url;
 
 /// The default connection timeout.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +74,7 @@ pub struct RedisSettings {
     connection_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
     client_name: Option<String>,
+    cluster: Option<bool>,
 }
 
 impl RedisSettings {
@@ -93,6 +99,7 @@ impl RedisSettings {
             tls_ca: env_var("REDIS_TLS_CA").map(PathBuf::from),
             tls_cert: env_var("REDIS_TLS_CERT").map(PathBuf::from),
             tls_key: env_var("REDIS_TLS_KEY").map(PathBuf::from),
+            cluster: env_var("REDIS_CLUSTER").map(|v| is_yes(&v)),
             ..Self::default()
         }
     }
@@ -105,6 +112,21 @@ impl RedisSettings {
     /// ```
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// Whether the URL names a Redis Cluster (default: `$REDIS_CLUSTER` is `1`, `true` or
+    /// `yes`). Then the URL may list several seed nodes, comma-separated; connections follow
+    /// the cluster's slots (`MOVED`, `ASK`, failover) by themselves.
+    ///
+    /// ```
+    /// let settings = backbone_redis::settings::RedisSettings::new()
+    ///     .url("redis://10.0.0.1:7000,redis://10.0.0.2:7000")
+    ///     .cluster(true);
+    /// assert!(format!("{settings:?}").contains("cluster: Some(true)"));
+    /// ```
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -238,6 +260,13 @@ impl RedisSettings {
         self
     }
 
+    /// Whether these settings reach a Redis Cluster (set, else `$REDIS_CLUSTER`).
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+            .or_else(|| env_var("REDIS_CLUSTER").map(|v| is_yes(&v)))
+            .unwrap_or(false)
+    }
+
     fn resolved_url(&self) -> String {
         self.url.clone().unwrap_or_else(default_url)
     }
@@ -271,82 +300,6 @@ impl RedisSettings {
             .map(|c| if c.is_ascii_graphic() { c } else { '_' })
             .collect()
     }
-
-    /// Checks the URL and the TLS material and builds the client.
-    fn endpoint(&self) -> Result<Endpoint, Error> {
-        let url = self.resolved_url();
-        let redacted = redact_url(&url);
-        let scrub = |text: String| scrub_password(&url, text);
-        let bad_url =
-            |why: String| Error::Config(format!("invalid Redis URL {redacted:?}: {}", scrub(why)));
-        let tls_url = url.starts_with("rediss://");
-        let env = RedisSettings::from_env();
-        let ca = self.tls_ca.clone().or(env.tls_ca);
-        let cert = self.tls_cert.clone().or(env.tls_cert);
-        let key = self.tls_key.clone().or(env.tls_key);
-        if !tls_url && (ca.is_some() || cert.is_some() || key.is_some() || self.insecure) {
-            return Err(bad_url(
-                "TLS settings are given (a CA, a client certificate or key, from the settings or \
-                 REDIS_TLS_CA/REDIS_TLS_CERT/REDIS_TLS_KEY, or accepting invalid certificates) \
-                 but the URL is not rediss://; refusing to connect without TLS"
-                    .into(),
-            ));
-        }
-        let client_tls =
-            match (&cert, &key) {
-                (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                    client_cert: read_pem(cert, "client certificate", "REDIS_TLS_CERT")?,
-                    client_key: read_pem(key, "client key", "REDIS_TLS_KEY")?,
-                }),
-                (None, None) => None,
-                _ => return Err(Error::Config(
-                    "a TLS client certificate needs its key and a key its certificate: set both \
-                     (tls_client_cert, or REDIS_TLS_CERT and REDIS_TLS_KEY)"
-                        .into(),
-                )),
-            };
-        let root_cert = match &ca {
-            Some(ca) => Some(read_pem(ca, "CA", "REDIS_TLS_CA")?),
-            None => None,
-        };
-        let url = if self.insecure && !url.contains('#') {
-            format!("{url}#insecure")
-        } else {
-            url.clone()
-        };
-        let info = url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| bad_url(e.to_string()))?;
-        let client = if tls_url {
-            install_crypto_provider();
-            if self.insecure {
-                tracing::warn!(url = %redacted, "TLS certificate verification is OFF (danger_accept_invalid_certificates): for development only");
-            }
-            let certificates = TlsCertificates {
-                client_tls,
-                root_cert,
-            };
-            redis::Client::build_with_tls(info, certificates)
-        } else {
-            redis::Client::open(info)
-        }
-        .map_err(|e| bad_url(e.to_string()))?;
-        if let ConnectionAddr::Unix(path) = client.get_connection_info().addr() {
-            if !cfg!(unix) {
-                return Err(bad_url(format!(
-                    "unix sockets ({path:?}) need a unix system"
-                )));
-            }
-        }
-        let address = client.get_connection_info().addr().to_string();
-        Ok(Endpoint {
-            client,
-            connection_timeout: self.connection_timeout.unwrap_or(CONNECTION_TIMEOUT),
-            response_timeout: self.response_timeout.unwrap_or(RESPONSE_TIMEOUT),
-            address,
-        })
-    }
 }
 
 impl fmt::Debug for RedisSettings {
@@ -362,119 +315,20 @@ impl fmt::Debug for RedisSettings {
             .field("connection_timeout", &self.connection_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("client_name", &self.client_name)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
 
-/// `url` with the password of its user info (`user:password@`) replaced by `***`, and the
-/// values of `pass=` and `password=` query parameters too (a unix socket URL's credentials).
-///
-/// ```
-/// use backbone_redis::settings::redact_url;
-///
-/// assert_eq!(redact_url("redis://bb:Sup3rS3cret@127.0.0.1:99999"), "redis://bb:***@127.0.0.1:99999");
-/// assert_eq!(redact_url("rediss://:token@host:6380/0"), "rediss://:***@host:6380/0");
-/// assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-/// assert_eq!(redact_url("redis+unix:///run/redis.sock"), "redis+unix:///run/redis.sock");
-/// assert_eq!(
-///     redact_url("redis+unix:///run/redis.sock?user=bb&pass=s3cret&db=1"),
-///     "redis+unix:///run/redis.sock?user=bb&pass=***&db=1"
-/// );
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{user_info}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let (query, fragment) = query
-                .split_once('#')
-                .map_or((query, None), |(q, f)| (q, Some(f)));
-            let masked: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((name, _)) if is_password_param(name) => format!("{name}=***"),
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
-            format!("{path}?{}{fragment}", masked.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
-/// `text` with every password of `url` (user info, `pass=`, `password=`) replaced by `***`:
-/// for texts that come from elsewhere (redis-rs) and might quote it.
-fn scrub_password(url: &str, mut text: String) -> String {
-    let Some((_, rest)) = url.split_once("://") else {
-        return text;
-    };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let mut secrets: Vec<&str> = Vec::new();
-    if let Some((_, password)) = authority
-        .rsplit_once('@')
-        .and_then(|(info, _)| info.split_once(':'))
-    {
-        secrets.push(password);
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        let query = query.split('#').next().unwrap_or_default();
-        for pair in query.split('&') {
-            if let Some((name, value)) = pair.split_once('=') {
-                if is_password_param(name) {
-                    secrets.push(value);
-                }
-            }
-        }
-    }
-    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "***");
-    }
-    text
-}
-
-fn is_password_param(name: &str) -> bool {
-    name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password")
+fn is_yes(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Reads a PEM file; the error names what it is for, the file and the variable that sets it.
-fn read_pem(path: &Path, what: &str, variable: &str) -> Result<Vec<u8>, Error> {
-    let pem = std::fs::read(path).map_err(|e| {
-        Error::Config(format!(
-            "cannot read the TLS {what} file {} (tls settings or {variable}): {e}",
-            path.display()
-        ))
-    })?;
-    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(Error::Config(format!(
-            "the TLS {what} file {} (tls settings or {variable}) holds no PEM block",
-            path.display()
-        )));
-    }
-    Ok(pem)
-}
-
-/// rustls needs a process-wide crypto provider; install ring's unless the program did.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// Generates the setters every Redis-side builder shares, delegating to its `settings`
