@@ -9,6 +9,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{ConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode};
 
+/// How often one command is retried on a cluster, at most (redis-rs's default is 16).
+const RETRIES: u32 = 12;
+
 /// A cluster's seed nodes and the TLS material for every node.
 #[derive(Clone)]
 pub(crate) struct ClusterSeeds {
@@ -26,9 +29,14 @@ impl ClusterSeeds {
         connection_timeout: Duration,
         response_timeout: Duration,
     ) -> RedisResult<ClusterClient> {
+        // Retries (CLUSTERDOWN while a replica is promoted, TRYAGAIN during a migration, a
+        // broken node connection) wait 50 ms to 1 s each, all within `response_timeout`.
         let mut builder = ClusterClientBuilder::new(self.nodes.clone())
             .connection_timeout(connection_timeout)
-            .response_timeout(response_timeout);
+            .response_timeout(response_timeout)
+            .retries(RETRIES)
+            .min_retry_wait(50)
+            .max_retry_wait(1000);
         if let Some(certificates) = &self.certificates {
             builder = builder.certs(certificates.clone());
         }
