@@ -54,6 +54,7 @@ pub mod lifetime;
 pub mod memory;
 pub mod metadata;
 pub mod names;
+pub mod partition;
 pub mod policy;
 pub mod store;
 

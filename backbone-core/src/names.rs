@@ -6,7 +6,9 @@ use crate::Error;
 
 /// Where events travel: an optional environment and a uri, checked once when a builder is
 /// built. Both are used inside channel key names, so they may not be empty and may not contain
-/// whitespace, control characters, `{` or `}`; the environment may not contain `:` either.
+/// whitespace, control characters, `{` or `}`; the environment may not contain `:` either,
+/// and the uri may not end in `#<number>` (the tag of a partition, see
+/// [`partition`](crate::partition)).
 ///
 /// ```
 /// use backbone_core::StreamAddress;
@@ -32,6 +34,14 @@ impl StreamAddress {
             check_name("environment", env, ":")?;
         }
         check_name("uri", uri, "")?;
+        if let Some((_, digits)) = uri.rsplit_once('#') {
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::Config(format!(
+                    "uri {uri:?} ends in #{digits}: a uri may not end in `#<number>`, which names \
+                     a partition of a partitioned stream"
+                )));
+            }
+        }
         Ok(StreamAddress {
             environment: environment.map(str::to_owned),
             uri: uri.to_owned(),

@@ -6,7 +6,9 @@
 //!
 //! Each rule starts with `-@all` and allows commands only; the keys come from [`rule`], which
 //! adds a key pattern: `~bb:*` for every backbone stream, or `~bb:{prod:orders}:*` for one
-//! (environment `prod`, uri `orders`) — every key of a stream starts with `bb:{<env>:<uri>}:`.
+//! (environment `prod`, uri `orders`) — every key of a stream starts with `bb:{<env>:<uri>}:`;
+//! a partitioned stream also needs its partitions' keys, `~bb:{prod:orders#*}:*`
+//! ([`stream_patterns`]). On a Redis Cluster, every role also needs [`CLUSTER_CLIENT`].
 //!
 //! ```
 //! use backbone_redis::acl;
@@ -20,19 +22,19 @@
 /// Every role: naming the connection (`CLIENT SETNAME`). (redis-rs also sends `CLIENT SETINFO`, new in Redis 7.2, and ignores its answer.)
 const CLIENT: &str = "-@all +client|setname";
 
-/// A producer: `PING` (before a retried send), the publish script (`EVALSHA`, `SCRIPT LOAD`
+/// A producer: the partition count (`SET … NX`, `GET`), `PING` (before a retried send), the publish script (`EVALSHA`, `SCRIPT LOAD`
 /// after a restart) and what it calls. A producer built with `max_len` trims in the background
 /// and needs [`ADMIN`]'s trim commands too.
 pub const PRODUCER: &str = "-@all +client|setname +ping +evalsha +script|load \
-     +type +hset +exists +xadd +del +set +pexpire";
+     +type +hset +exists +xadd +del +set +pexpire +get";
 
-/// A consumer: creating its group, reading, acknowledging, claiming (`XAUTOCLAIM`, `XCLAIM`),
+/// A consumer: recording and checking the partition count (`SET … NX`, `GET`), creating its group, reading, acknowledging, claiming (`XAUTOCLAIM`, `XCLAIM`),
 /// delivery counts (`XPENDING`), payloads (`HGETALL`), the dead-letter script (`TYPE`, `TIME`,
 /// `XADD` to the group's dead-letter stream) and, with `remove_idle_consumers`, `XINFO
 /// CONSUMERS` and `XGROUP DELCONSUMER`.
 pub const CONSUMER: &str = "-@all +client|setname +xgroup|create +xreadgroup \
      +xack +xautoclaim +xclaim +xpending +hgetall +evalsha +script|load +type +time +xadd \
-     +xinfo|consumers +xgroup|delconsumer";
+     +xinfo|consumers +xgroup|delconsumer +set +get";
 
 /// An event store: the append script (expected version, idempotency record, payloads, both
 /// streams, counters), reads, snapshots, projections' checkpoints and statistics. Consumers of
@@ -44,6 +46,32 @@ pub const EVENT_STORE: &str = "-@all +client|setname +evalsha +script|load +mult
 /// script) and dead letters (`DeadLetters` list, get, replay, purge).
 pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
      +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd";
+
+/// What redis-rs's cluster client sends besides a role's commands: `CLUSTER SLOTS` (the slot
+/// map) and `ASKING` (during a slot migration). Append it to a role's rule on a cluster.
+///
+/// ```
+/// let rule = backbone_redis::acl::rule(backbone_redis::acl::PRODUCER, "bb:*");
+/// let on_a_cluster = format!("{rule} {}", backbone_redis::acl::CLUSTER_CLIENT);
+/// ```
+pub const CLUSTER_CLIENT: &str = "+cluster|slots +asking";
+
+/// The key patterns of one stream of `partitions` partitions, for [`rule`]: `bb:{<address>}:*`,
+/// and `bb:{<address>#*}:*` when partitioned.
+///
+/// ```
+/// use backbone_redis::acl;
+///
+/// assert_eq!(acl::stream_patterns("prod:orders", 1), "bb:{prod:orders}:*");
+/// assert_eq!(acl::stream_patterns("prod:orders", 6), "bb:{prod:orders}:* ~bb:{prod:orders#*}:*");
+/// ```
+pub fn stream_patterns(address: &str, partitions: u16) -> String {
+    if partitions <= 1 {
+        format!("bb:{{{address}}}:*")
+    } else {
+        format!("bb:{{{address}}}:* ~bb:{{{address}#*}}:*")
+    }
+}
 
 /// `commands` (one of the role constants) with access to the keys matching `key_pattern`.
 ///

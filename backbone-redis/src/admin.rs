@@ -126,10 +126,43 @@ impl StreamAdmin {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A partitioned stream is administered one partition at a time: see
+    /// [`open_partitions`](Self::open_partitions); `open` refuses such a stream.
     pub async fn open(settings: &RedisSettings) -> Result<Self, Error> {
-        let address = settings.address()?;
-        let connection = settings.connect("admin", &[&address.to_string()]).await?;
-        Ok(StreamAdmin::new(StreamKeys::new(&address), connection))
+        let layout = settings.layout()?;
+        if layout.count() > 1 {
+            return Err(Error::Config(format!(
+                "stream {} has {} partitions: use StreamAdmin::open_partitions",
+                layout.address(),
+                layout.count()
+            )));
+        }
+        Ok(Self::open_partitions(settings).await?.remove(0))
+    }
+
+    /// One admin per partition of the stream (in partition order; one for an unpartitioned
+    /// stream), sharing one connection.
+    ///
+    /// ```no_run
+    /// use backbone_redis::{settings::RedisSettings, StreamAdmin};
+    ///
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// for admin in StreamAdmin::open_partitions(&RedisSettings::from_env().uri("orders").partitions(6)).await? {
+    ///     admin.trim(100_000).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_partitions(settings: &RedisSettings) -> Result<Vec<Self>, Error> {
+        let layout = settings.layout()?;
+        let address = layout.address().to_string();
+        let connection = settings.connect("admin", &[&address]).await?;
+        Ok(layout
+            .partitions()
+            .iter()
+            .map(|keys| StreamAdmin::new(keys.clone(), connection.clone()))
+            .collect())
     }
 
     pub(crate) fn new(keys: StreamKeys, connection: Connection) -> Self {

@@ -265,18 +265,53 @@ impl DeadLetters {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A partitioned stream has one dead-letter stream per partition: open them with
+    /// [`open_partitions`](Self::open_partitions); `open` refuses such a stream.
     pub async fn open(settings: &RedisSettings, group: &str) -> Result<Self, Error> {
-        let address = settings.address()?;
+        let layout = settings.layout()?;
+        if layout.count() > 1 {
+            return Err(Error::Config(format!(
+                "stream {} has {} partitions, each with its own dead letters: use \
+                 DeadLetters::open_partitions",
+                layout.address(),
+                layout.count()
+            )));
+        }
+        Ok(Self::open_partitions(settings, group).await?.remove(0))
+    }
+
+    /// The dead letters of `group` on every partition of the stream (one handle per partition,
+    /// in partition order; one for an unpartitioned stream), sharing one connection.
+    ///
+    /// ```no_run
+    /// use backbone_redis::{settings::RedisSettings, DeadLetters};
+    ///
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let settings = RedisSettings::from_env().uri("orders").partitions(6);
+    /// for dead in DeadLetters::open_partitions(&settings, "billing").await? {
+    ///     println!("{}: {}", dead.key(), dead.len().await?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_partitions(
+        settings: &RedisSettings,
+        group: &str,
+    ) -> Result<Vec<Self>, Error> {
+        let layout = settings.layout()?;
         check_name("group", group, "")?;
-        let keys = StreamKeys::new(&address);
-        let connection = settings
-            .connect("dead-letters", &[&address.to_string(), group])
-            .await?;
-        Ok(DeadLetters {
-            connection,
-            dead: keys.dead_letters(group),
-            keys,
-        })
+        let address = layout.address().to_string();
+        let connection = settings.connect("dead-letters", &[&address, group]).await?;
+        Ok(layout
+            .partitions()
+            .iter()
+            .map(|keys| DeadLetters {
+                connection: connection.clone(),
+                dead: keys.dead_letters(group),
+                keys: keys.clone(),
+            })
+            .collect())
     }
 
     /// The dead-letter stream's key, `bb:{<tag>}:dead:<group>`.

@@ -13,8 +13,12 @@
 //! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `position` (of that event), `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:proj:<name>` | hash | a projection's checkpoint: `position`, `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:stats` | hash | the store's counters: `appended` |
+//! | `bb:{<env>:<uri>}:partitions` | string | the stream's partition count, written by the first producer, consumer or store to start |
 //!
-//! Without an environment the tag is `{<uri>}`.
+//! Without an environment the tag is `{<uri>}`. A stream of `n > 1` partitions (see
+//! [`Layout`](crate::layout::Layout)) has these keys once per partition `p` in `0..n`, under
+//! the tag `{<env>:<uri>#<p>}`, so that partitions spread over a cluster's masters; its
+//! partition count is recorded in `bb:{<env>:<uri>}:partitions` (a string, the count).
 
 use backbone_core::{MessageId, StreamAddress};
 
@@ -39,6 +43,26 @@ impl StreamKeys {
     /// The keys of `address`.
     pub fn new(address: &StreamAddress) -> Self {
         let prefix = format!("bb:{{{address}}}");
+        let stream = format!("{prefix}:events");
+        StreamKeys { prefix, stream }
+    }
+
+    /// The keys of partition `index` of a stream of `count` partitions: with one partition,
+    /// the same as [`new`](Self::new).
+    ///
+    /// ```
+    /// use backbone_core::StreamAddress;
+    /// use backbone_redis::keys::StreamKeys;
+    ///
+    /// let orders = StreamAddress::new(Some("prod"), "orders").unwrap();
+    /// assert_eq!(StreamKeys::partition(&orders, 2, 6).stream(), "bb:{prod:orders#2}:events");
+    /// assert_eq!(StreamKeys::partition(&orders, 0, 1), StreamKeys::new(&orders));
+    /// ```
+    pub fn partition(address: &StreamAddress, index: u16, count: u16) -> Self {
+        if count <= 1 {
+            return Self::new(address);
+        }
+        let prefix = format!("bb:{{{address}#{index}}}");
         let stream = format!("{prefix}:events");
         StreamKeys { prefix, stream }
     }
@@ -87,6 +111,11 @@ impl StreamKeys {
     /// The checkpoint of projection `name`.
     pub fn projection(&self, name: &str) -> String {
         format!("{}:proj:{name}", self.prefix)
+    }
+
+    /// The record of a stream's partition count (kept in the unpartitioned tag).
+    pub fn partition_count(&self) -> String {
+        format!("{}:partitions", self.prefix)
     }
 
     /// The event store's counters.

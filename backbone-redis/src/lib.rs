@@ -23,6 +23,7 @@ mod consumer;
 pub mod dead_letters;
 pub mod entry;
 pub mod keys;
+pub mod layout;
 mod lua;
 mod producer;
 pub mod retry;

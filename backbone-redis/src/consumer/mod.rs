@@ -12,6 +12,7 @@ mod fatal;
 mod fetch;
 mod job;
 mod messages;
+mod partitions;
 mod reader;
 mod worker;
 
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
-    RetryPolicy, UnknownPolicy,
+    RetryPolicy, StreamAddress, UnknownPolicy,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +244,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
     async fn subscribe(self, handler: Arc<dyn EventHandler>) -> Result<ConsumerLifetime, Error> {
         let address = self.settings.address()?;
         check_name("group", &self.group, "")?;
-        let name = self.name.unwrap_or_else(default_consumer_name);
+        let name = self.name.clone().unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;
         if self.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
@@ -266,28 +267,82 @@ impl ConsumerBuilder for RedisConsumerBuilder {
                 "block must be longer than zero (0 would block forever)".into(),
             ));
         }
-        let keys = StreamKeys::new(&address);
+        let layout = self.settings.layout()?;
+        if layout.count() > 1 && self.max_messages.is_some() {
+            return Err(Error::Config(format!(
+                "max_messages cannot be combined with partitions ({}): it counts the events of \
+                 one stream",
+                layout.count()
+            )));
+        }
         let who = [self.group.as_str(), name.as_str()];
         let mut commands = self.settings.connect("consumer", &who).await?;
-        create_group(&mut commands, keys.stream(), &self.group).await?;
-        let reader_conn = self
-            .settings
-            .connect_blocking("reader", &who, self.block)
-            .await?;
+        layout.check(&mut commands).await?;
+        for keys in layout.partitions() {
+            create_group(&mut commands, keys.stream(), &self.group).await?;
+        }
+        let mut partitions = Vec::new();
+        for keys in layout.partitions() {
+            let reader = self
+                .settings
+                .connect_blocking("reader", &who, self.block)
+                .await?;
+            let stop = CancellationToken::new();
+            let task = self.start_partition(
+                Part {
+                    keys: keys.clone(),
+                    address: address.clone(),
+                    name: name.clone(),
+                    handler: handler.clone(),
+                    commands: commands.clone(),
+                    reader,
+                },
+                stop.clone(),
+            );
+            partitions.push((stop, task));
+        }
+        if partitions.len() == 1 {
+            let (stop, task) = partitions.pop().expect("one partition");
+            return Ok(ConsumerLifetime::new(stop, task));
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(partitions::supervise(stop.clone(), partitions));
+        Ok(ConsumerLifetime::new(stop, task))
+    }
+}
+
+/// What one partition's tasks are started with.
+struct Part {
+    keys: StreamKeys,
+    address: StreamAddress,
+    name: String,
+    handler: Arc<dyn EventHandler>,
+    commands: Connection,
+    reader: Connection,
+}
+
+impl RedisConsumerBuilder {
+    /// Starts the reader, fetcher, claimer and worker of one partition (of the stream, when
+    /// it has one); the worker's task ends when `stop` is cancelled or an error ends it.
+    fn start_partition(
+        &self,
+        part: Part,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<(), Error>> {
         let fatal = Arc::new(Fatal::default());
         let shared = Arc::new(Shared {
             acker: Arc::new(RedisAcker {
-                connection: commands.clone(),
-                stream: keys.stream().to_owned(),
+                connection: part.commands.clone(),
+                stream: part.keys.stream().to_owned(),
                 group: self.group.clone(),
                 fatal: fatal.clone(),
             }),
-            commands,
-            keys,
-            address,
-            group: self.group,
-            name,
-            handler,
+            commands: part.commands,
+            keys: part.keys,
+            address: part.address,
+            group: self.group.clone(),
+            name: part.name,
+            handler: part.handler,
             ack: self.ack,
             retry: self.retry,
             on_unknown: self.on_unknown,
@@ -301,7 +356,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         let tasks_stop = CancellationToken::new();
         let reader = Reader {
             shared: shared.clone(),
-            connection: reader_conn,
+            connection: part.reader,
             block: self.block,
         };
         tokio::spawn(reader.run(requests_rx, batches_tx, tasks_stop.clone()));
@@ -328,9 +383,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             incoming: incoming_rx,
             tasks_stop,
         };
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(worker.run(stop.clone()));
-        Ok(ConsumerLifetime::new(stop, task))
+        tokio::spawn(worker.run(stop))
     }
 }
 

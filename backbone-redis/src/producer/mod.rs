@@ -3,6 +3,7 @@
 //! message id, so that a send can be retried after a transient failure. Concurrent sends share
 //! runs of that script (`batch`); `max_len` trims in the background (`trim`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 use crate::admin::StreamAdmin;
 use crate::connection::Connection;
 use crate::keys::StreamKeys;
+use crate::layout::Layout;
 use crate::retry::{classify_redis, Backoff, ErrorClass};
 use crate::settings::{settings_setters, RedisSettings};
 use batch::Batcher;
@@ -137,25 +139,33 @@ impl RedisProducerBuilder {
                  a retried send finds the payload hash to know the event was written"
             )));
         }
+        let layout = self.settings.layout()?;
         let address_name = address.to_string();
-        let connection = self.settings.connect("producer", &[&address_name]).await?;
-        let keys = StreamKeys::new(&address);
-        let trimmer = self.max_len.map(|max_len| {
-            Arc::new(Trimmer::new(
-                StreamAdmin::new(keys.clone(), connection.clone()),
-                max_len,
-            ))
-        });
+        let mut connection = self.settings.connect("producer", &[&address_name]).await?;
+        layout.check(&mut connection).await?;
         let payload_ttl_ms = self
             .payload_ttl
             .map_or(0, |ttl| ttl.as_millis().max(1) as u64);
-        let batcher = Batcher::start(keys.clone(), connection.clone(), payload_ttl_ms);
+        let writers = layout
+            .partitions()
+            .iter()
+            .map(|keys| Writer {
+                keys: keys.clone(),
+                batcher: Batcher::start(keys.clone(), connection.clone(), payload_ttl_ms),
+                trimmer: self.max_len.map(|max_len| {
+                    Arc::new(Trimmer::new(
+                        StreamAdmin::new(keys.clone(), connection.clone()),
+                        max_len,
+                    ))
+                }),
+            })
+            .collect();
         Ok(RedisPublisher {
-            keys,
+            layout,
+            writers,
+            next: Arc::new(AtomicUsize::new(0)),
             connection,
-            batcher,
             send_timeout,
-            trimmer,
         })
     }
 }
@@ -194,10 +204,20 @@ impl ProducerBuilder for RedisProducerBuilder {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisPublisher {
-    keys: StreamKeys,
+    layout: Layout,
+    /// One per partition.
+    writers: Arc<[Writer]>,
+    /// The partition of the next unkeyed event (round robin).
+    next: Arc<AtomicUsize>,
     connection: Connection,
-    batcher: Batcher,
     send_timeout: Duration,
+}
+
+/// Writes one partition.
+#[derive(Debug)]
+struct Writer {
+    keys: StreamKeys,
+    batcher: Batcher,
     trimmer: Option<Arc<Trimmer>>,
 }
 
@@ -244,14 +264,37 @@ impl Failure {
 }
 
 impl RedisPublisher {
-    /// The keys of the stream this publisher writes.
+    /// The keys of the stream this publisher writes (of its first partition, when it has
+    /// several: see [`layout`](Self::layout)).
     ///
     /// ```no_run
     /// # let publisher: backbone_redis::RedisPublisher = todo!();
     /// assert!(publisher.keys().stream().ends_with(":events"));
     /// ```
     pub fn keys(&self) -> &StreamKeys {
-        &self.keys
+        self.layout.partition(0)
+    }
+
+    /// The stream's partitions.
+    ///
+    /// ```no_run
+    /// # let publisher: backbone_redis::RedisPublisher = todo!();
+    /// for keys in publisher.layout().partitions() {
+    ///     println!("{}", keys.stream());
+    /// }
+    /// ```
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The writer of `event`'s partition: its key's, else the next in turn.
+    fn writer_for(&self, event: &OutgoingEvent) -> &Writer {
+        let index = match &event.key {
+            Some(key) => usize::from(self.layout.for_key(key)),
+            None if self.writers.len() == 1 => 0,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.writers.len(),
+        };
+        &self.writers[index]
     }
 
     /// One try: `Ok(true)` written now, `Ok(false)` written before. A retry (`probe`) first
@@ -259,6 +302,7 @@ impl RedisPublisher {
     /// is known not to have sent the script.
     async fn attempt(
         &self,
+        writer: &Writer,
         event: &Arc<OutgoingEvent>,
         probe: bool,
         deadline: Instant,
@@ -285,15 +329,17 @@ impl RedisPublisher {
                 Ok(Ok(())) => {}
             }
         }
-        let run = self.batcher.submit(event.clone(), deadline);
+        let run = writer.batcher.submit(event.clone(), deadline);
         match tokio::time::timeout_at(deadline, run).await {
             Err(_) => Err(late("the publish script", Outcome::Unknown)),
             Ok(answer) => answer,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn failed(
         &self,
+        writer: &Writer,
         event: &OutgoingEvent,
         attempts: u32,
         started: Instant,
@@ -305,7 +351,7 @@ impl RedisPublisher {
             "publish {} (message {}) to {}",
             event.operation,
             event.message_id,
-            self.keys.stream()
+            writer.keys.stream()
         );
         let mut text = match last_error {
             Some(last) if failure.cut => format!("{last}; then {}", failure.error),
@@ -337,6 +383,7 @@ impl RedisPublisher {
 impl Publish for RedisPublisher {
     async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error> {
         let event = Arc::new(event);
+        let writer = self.writer_for(&event);
         let started = Instant::now();
         let deadline = started + self.send_timeout;
         let mut backoff = Backoff::send();
@@ -345,10 +392,10 @@ impl Publish for RedisPublisher {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let failure = match self.attempt(&event, attempts > 1, deadline).await {
+            let failure = match self.attempt(writer, &event, attempts > 1, deadline).await {
                 Ok(written) => {
                     if written {
-                        if let Some(trimmer) = &self.trimmer {
+                        if let Some(trimmer) = &writer.trimmer {
                             trimmer.on_send();
                         }
                     }
@@ -363,10 +410,12 @@ impl Publish for RedisPublisher {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !failure.transient || backoff.peek() >= left {
-                let error = self.failed(&event, attempts, started, failure, last_error, unknown);
+                let error = self.failed(
+                    writer, &event, attempts, started, failure, last_error, unknown,
+                );
                 return Err(error);
             }
-            tracing::debug!(stream = self.keys.stream(), message_id = %event.message_id,
+            tracing::debug!(stream = writer.keys.stream(), message_id = %event.message_id,
                 attempt = attempts, error = failure.error, "send failed; retrying");
             if !failure.cut {
                 last_error = Some(failure.error);

@@ -75,6 +75,7 @@ pub struct RedisSettings {
     response_timeout: Option<Duration>,
     client_name: Option<String>,
     cluster: Option<bool>,
+    partitions: Option<u16>,
 }
 
 impl RedisSettings {
@@ -128,6 +129,34 @@ impl RedisSettings {
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// How many partitions the stream has (default 1; at most 1024). Each partition is a
+    /// stream of its own under its own hash tag, so on a cluster partitions spread over the
+    /// masters; keyed events and aggregates go to the partition of their key
+    /// ([`partition_for`](backbone_core::partition::partition_for)), unkeyed events round-robin.
+    /// The count is recorded in Redis by the first producer, consumer or store to start; one
+    /// configured with another count refuses to start.
+    ///
+    /// ```
+    /// let settings = backbone_redis::settings::RedisSettings::new().uri("orders").partitions(6);
+    /// assert_eq!(settings.layout()?.count(), 6);
+    /// # Ok::<(), backbone_core::Error>(())
+    /// ```
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// The stream's [`Layout`](crate::layout::Layout): its address over its partitions.
+    ///
+    /// ```
+    /// let settings = backbone_redis::settings::RedisSettings::new().uri("orders");
+    /// assert_eq!(settings.layout()?.count(), 1);
+    /// # Ok::<(), backbone_core::Error>(())
+    /// ```
+    pub fn layout(&self) -> Result<crate::layout::Layout, Error> {
+        crate::layout::Layout::new(&self.address()?, self.partitions.unwrap_or(1))
     }
 
     /// The environment (optional): part of every key, e.g. `prod`.
@@ -316,6 +345,7 @@ impl fmt::Debug for RedisSettings {
             .field("response_timeout", &self.response_timeout)
             .field("client_name", &self.client_name)
             .field("cluster", &self.cluster)
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
@@ -352,6 +382,13 @@ macro_rules! settings_setters {
         #[doc = concat!("The environment (optional); part of the stream's keys", $what, ".")]
         pub fn environment(mut self, environment: impl Into<String>) -> Self {
             self.settings = self.settings.environment(environment);
+            self
+        }
+
+        /// How many partitions the stream has (default 1); see
+        /// [`RedisSettings::partitions`](crate::settings::RedisSettings::partitions).
+        pub fn partitions(mut self, partitions: u16) -> Self {
+            self.settings = self.settings.partitions(partitions);
             self
         }
 

@@ -138,7 +138,7 @@ impl<E: ContractEvent> EventStore<E> {
         aggregate_id: &str,
     ) -> Result<Reduction<A>, Error> {
         check_aggregate_id(aggregate_id)?;
-        let key = self.keys().snapshot(A::NAME, aggregate_id);
+        let key = self.keys_for(aggregate_id).snapshot(A::NAME, aggregate_id);
         let start = self.start_from_snapshot::<A>(aggregate_id, &key).await?;
         let base = start.reduction.version;
         let (reduction, position) = self
@@ -224,7 +224,7 @@ impl<E: ContractEvent> EventStore<E> {
         aggregate_id: &str,
     ) -> Result<Option<(u64, Duration)>, Error> {
         check_aggregate_id(aggregate_id)?;
-        let key = self.keys().snapshot(A::NAME, aggregate_id);
+        let key = self.keys_for(aggregate_id).snapshot(A::NAME, aggregate_id);
         let Some(raw) = self.fetch_snapshot(&key).await? else {
             return Ok(None);
         };

@@ -57,7 +57,7 @@ impl<E: ContractEvent> EventStore<E> {
         if let Some(key) = &options.idempotency_key {
             check_name("idempotency key", key, "")?;
         }
-        let keys = self.keys();
+        let keys = self.keys_for(aggregate_id);
         let mut invocation = APPEND.key(keys.stream());
         invocation
             .key(keys.aggregate(aggregate_id))

@@ -23,6 +23,7 @@ use backbone_core::store::CachingPolicy;
 use backbone_core::{ContractEvent, Error, StreamAddress};
 
 use crate::keys::StreamKeys;
+use crate::layout::Layout;
 use crate::settings::{settings_setters, RedisSettings};
 
 pub use projection::{Checkpoint, Progress, ProjectionHandle};
@@ -96,13 +97,15 @@ impl EventStoreBuilder {
         if self.idempotency_ttl < Duration::from_secs(1) {
             return Err(Error::Config("idempotency_ttl must be at least 1 s".into()));
         }
-        let connection = self
+        let layout = self.settings.layout()?;
+        let mut connection = self
             .settings
             .connect("store", &[&address.to_string()])
             .await?;
+        layout.check(&mut connection).await?;
         Ok(EventStore {
             connection,
-            keys: StreamKeys::new(&address),
+            layout,
             address,
             idempotency_ttl: self.idempotency_ttl,
             caching: self.caching,
@@ -115,7 +118,7 @@ impl EventStoreBuilder {
 /// keys, read by aggregate or by time. Cheap to clone.
 pub struct EventStore<E> {
     connection: Connection,
-    keys: StreamKeys,
+    layout: Layout,
     address: StreamAddress,
     idempotency_ttl: Duration,
     caching: CachingPolicy,
@@ -126,7 +129,7 @@ impl<E> Clone for EventStore<E> {
     fn clone(&self) -> Self {
         EventStore {
             connection: self.connection.clone(),
-            keys: self.keys.clone(),
+            layout: self.layout.clone(),
             address: self.address.clone(),
             idempotency_ttl: self.idempotency_ttl,
             caching: self.caching.clone(),
@@ -138,15 +141,42 @@ impl<E> Clone for EventStore<E> {
 impl<E> std::fmt::Debug for EventStore<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventStore")
-            .field("stream", &self.keys.stream())
+            .field("stream", &self.keys().stream())
+            .field("partitions", &self.layout.count())
             .finish_non_exhaustive()
     }
 }
 
 impl<E> EventStore<E> {
-    /// The keys of this store's stream.
+    /// The keys of this store's stream (of its first partition, when it has several: see
+    /// [`keys_for`](Self::keys_for)).
     pub fn keys(&self) -> &StreamKeys {
-        &self.keys
+        self.layout.partition(0)
+    }
+
+    /// The keys of the partition that holds `aggregate_id` (its events, snapshots and the
+    /// contract-stream entries they were appended with), by
+    /// [`partition_for`](backbone_core::partition::partition_for).
+    pub fn keys_for(&self, aggregate_id: &str) -> &StreamKeys {
+        self.layout.partition(self.layout.for_key(aggregate_id))
+    }
+
+    /// The stream's partitions.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// An error for the reads that span the whole contract stream, not one aggregate, which a
+    /// partitioned store does not offer yet.
+    pub(crate) fn unpartitioned(&self, what: &str) -> Result<(), Error> {
+        match self.layout.count() {
+            1 => Ok(()),
+            n => Err(Error::Config(format!(
+                "{what} reads the whole stream of {}, which has {n} partitions: not supported \
+                 on a partitioned store (aggregate reads, loads and appends are)",
+                self.address
+            ))),
+        }
     }
 
     /// The (environment, uri) this store writes to.

@@ -143,6 +143,7 @@ impl<E: ContractEvent> EventStore<E> {
         &self,
         policy: CheckpointPolicy,
     ) -> Result<ProjectionHandle<P>, Error> {
+        self.unpartitioned("a projection")?;
         let restored = self.checkpoint::<P>().await?;
         let progress = Progress {
             position: restored.as_ref().map(|c| c.position.clone()),

@@ -24,7 +24,7 @@ impl<E: ContractEvent> EventStore<E> {
     /// The aggregate's version: how many events it holds (0 when none).
     pub async fn version(&self, aggregate_id: &str) -> Result<u64, Error> {
         check_aggregate_id(aggregate_id)?;
-        let key = self.keys().aggregate(aggregate_id);
+        let key = self.keys_for(aggregate_id).aggregate(aggregate_id);
         let reply: Value = redis::cmd("XREVRANGE")
             .arg(&key)
             .arg("+")
@@ -72,7 +72,7 @@ impl<E: ContractEvent> EventStore<E> {
         page_size: usize,
     ) -> Result<Page<E, u64>, Error> {
         check_aggregate_id(aggregate_id)?;
-        let key = self.keys().aggregate(aggregate_id);
+        let key = self.keys_for(aggregate_id).aggregate(aggregate_id);
         let page_size = page_size.max(1);
         let reply: Value = redis::cmd("XRANGE")
             .arg(&key)
@@ -125,6 +125,7 @@ impl<E: ContractEvent> EventStore<E> {
         after: Option<&str>,
         page_size: usize,
     ) -> Result<Page<E, String>, Error> {
+        self.unpartitioned("read_between")?;
         let stream = self.keys().stream();
         let page_size = page_size.max(1);
         let start = match after {
@@ -164,7 +165,11 @@ impl<E: ContractEvent> EventStore<E> {
         raw: Vec<RawEntry>,
         origin: Origin<'_>,
     ) -> Result<Vec<StoredEvent<E>>, Error> {
-        let prefix = self.keys().payload_prefix();
+        let keys = match origin {
+            Origin::Aggregate(id) => self.keys_for(id),
+            Origin::Contract => self.keys(),
+        };
+        let prefix = keys.payload_prefix();
         let headers = raw
             .iter()
             .map(|entry| {
@@ -194,9 +199,7 @@ impl<E: ContractEvent> EventStore<E> {
             if headers.iter().any(|h| h.payload.is_some()) {
                 pipe.query_async(&mut self.connection())
                     .await
-                    .map_err(|e| {
-                        redis_error(format!("fetch payloads of {}", self.keys().stream()), e)
-                    })?
+                    .map_err(|e| redis_error(format!("fetch payloads of {}", keys.stream()), e))?
             } else {
                 Vec::new()
             };

@@ -148,7 +148,15 @@ impl<E: ContractEvent> EventStore<E> {
     /// # }
     /// ```
     pub async fn count_between(&self, from_ms: u64, to_ms: u64) -> Result<u64, Error> {
-        let stream = self.keys().stream();
+        let mut total = 0;
+        for keys in self.layout().partitions() {
+            total += self.count_in(keys.stream(), from_ms, to_ms).await?;
+        }
+        Ok(total)
+    }
+
+    /// [`count_between`](Self::count_between) of one partition's stream.
+    async fn count_in(&self, stream: &str, from_ms: u64, to_ms: u64) -> Result<u64, Error> {
         if from_ms > to_ms {
             return Ok(0);
         }
@@ -198,25 +206,29 @@ impl<E: ContractEvent> EventStore<E> {
                 "stats window must be at least 1 ms, got {window:?}"
             )));
         }
-        let keys = self.keys();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("TIME")
-            .cmd("HGET")
-            .arg(keys.store_stats())
-            .arg("appended")
-            .cmd("XLEN")
-            .arg(keys.stream());
-        let ((secs, micros), appended, stream_length): ((u64, u64), Option<u64>, u64) = pipe
-            .query_async(&mut self.connection())
-            .await
-            .map_err(|e| redis_error(format!("read the stats of {}", keys.stream()), e))?;
-        let at_ms = secs * 1000 + micros / 1000;
+        let (mut at_ms, mut appended, mut stream_length) = (0, 0, 0);
+        for keys in self.layout().partitions() {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("TIME")
+                .cmd("HGET")
+                .arg(keys.store_stats())
+                .arg("appended")
+                .cmd("XLEN")
+                .arg(keys.stream());
+            let ((secs, micros), added, length): ((u64, u64), Option<u64>, u64) = pipe
+                .query_async(&mut self.connection())
+                .await
+                .map_err(|e| redis_error(format!("read the stats of {}", keys.stream()), e))?;
+            at_ms = at_ms.max(secs * 1000 + micros / 1000);
+            appended += added.unwrap_or(0);
+            stream_length += length;
+        }
         let in_window = self
             .count_between(at_ms.saturating_sub(window_ms - 1), at_ms)
             .await?;
         Ok(StoreStats {
-            appended: appended.unwrap_or(0),
+            appended,
             stream_length,
             in_window,
             rate_per_sec: in_window as f64 / window.as_secs_f64(),

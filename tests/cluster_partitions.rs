@@ -1,0 +1,280 @@
+//! Partitioned contracts: keyed events go to the partition of their key, unkeyed ones round
+//! robin, partitions spread over a real 3-master cluster, every consumer reads every partition,
+//! a different partition count is refused, and a partitioned event store keeps its versions
+//! under 8 concurrent writers.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use backbone_core::partition::partition_for;
+use backbone_core::store::{AppendOptions, ExpectedVersion};
+use backbone_core::{Error, StreamAddress};
+use backbone_redis::layout::Layout;
+use backbone_redis::settings::RedisSettings;
+use backbone_redis::store::EventStoreBuilder;
+use backbone_redis::testing::{shared, unique_name, RedisCluster};
+use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin};
+use common::delivery::*;
+use common::*;
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
+
+const PARTITIONS: u16 = 6;
+
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3, 0).expect("a 3-master cluster"))
+}
+
+/// A uri whose `PARTITIONS` partitions are served by all 3 masters, and its settings.
+async fn spread_uri(prefix: &str) -> (String, RedisSettings) {
+    let prefix = prefix.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let cluster = cluster();
+        loop {
+            let uri = unique_name(&prefix);
+            let layout = Layout::new(&StreamAddress::new(None, &uri).unwrap(), PARTITIONS).unwrap();
+            let masters: HashSet<String> = layout
+                .partitions()
+                .iter()
+                .map(|keys| cluster.master_for_key(keys.stream()).unwrap().unwrap())
+                .collect();
+            if masters.len() == 3 {
+                let settings = cluster.settings().uri(&uri).partitions(PARTITIONS);
+                return (uri, settings);
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn cluster_raw() -> redis::cluster_async::ClusterConnection {
+    let seeds = tokio::task::spawn_blocking(|| cluster().seed_urls())
+        .await
+        .unwrap();
+    redis::cluster::ClusterClient::new(seeds)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_events_stay_in_their_partition_and_every_partition_is_read() {
+    init_tracing();
+    let (uri, settings) = spread_uri("parts").await;
+    let producer = RedisProducerBuilder::new()
+        .settings(settings.clone())
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let mut key_of = HashMap::new();
+    for n in 0..300u64 {
+        let key = format!("k{}", n % 30);
+        let id = producer.with_key(&key).tick(n).await.unwrap();
+        key_of.insert(id, key);
+        sent.push(id);
+    }
+    for n in 300..360u64 {
+        sent.push(producer.tick(n).await.unwrap());
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut lifetimes = Vec::new();
+    for name in ["a", "b"] {
+        let lifetime = RedisConsumerBuilder::new()
+            .settings(settings.clone())
+            .group("g")
+            .name(name)
+            .block(BLOCK)
+            .claim_min_idle(NO_CLAIM)
+            .subscribe_ticks_consumer(recorder(name, &tx))
+            .await
+            .unwrap();
+        lifetimes.push(lifetime);
+    }
+    let seen = gather(&mut rx, &sent, Duration::from_secs(30), SETTLE).await;
+    assert_exactly_once(&sent, &ids(&seen));
+    for s in &seen {
+        if let Some(key) = key_of.get(&s.meta.message_id) {
+            assert_eq!(s.meta.key.as_deref(), Some(key.as_str()));
+        }
+    }
+    stop_all(&uri, lifetimes).await;
+
+    // Where each event went: keyed ones in their key's partition, unkeyed ones 10 per partition.
+    let layout = settings.layout().unwrap();
+    let mut raw = cluster_raw().await;
+    let mut unkeyed_per_partition = BTreeMap::new();
+    for (p, keys) in layout.partitions().iter().enumerate() {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(keys.stream())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let mut unkeyed = 0;
+        for (_, fields) in entries {
+            match fields.get("key").filter(|k| !k.is_empty()) {
+                Some(key) => assert_eq!(
+                    usize::from(partition_for(key, PARTITIONS)),
+                    p,
+                    "key {key} in partition {p}"
+                ),
+                None => unkeyed += 1,
+            }
+        }
+        unkeyed_per_partition.insert(p, unkeyed);
+    }
+    assert!(
+        unkeyed_per_partition.values().all(|&n| n == 10),
+        "unkeyed events per partition: {unkeyed_per_partition:?}"
+    );
+    let recorded: String = raw.get(layout.count_key()).await.unwrap();
+    assert_eq!(recorded, PARTITIONS.to_string());
+
+    // Dead letters and trimming are per partition; the single-stream handles refuse.
+    let err = DeadLetters::open(&settings, "g").await.unwrap_err();
+    assert!(err.to_string().contains("open_partitions"), "{err}");
+    let dead = DeadLetters::open_partitions(&settings, "g").await.unwrap();
+    assert_eq!(dead.len(), usize::from(PARTITIONS));
+    assert!(StreamAdmin::open(&settings).await.is_err());
+    let admins = StreamAdmin::open_partitions(&settings).await.unwrap();
+    let mut total = 0;
+    for admin in &admins {
+        total += admin.len().await.unwrap();
+    }
+    assert_eq!(total, 360);
+}
+
+#[tokio::test]
+async fn a_different_partition_count_is_refused_with_both_numbers() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("count");
+    let at = |n: u16| {
+        RedisSettings::new()
+            .url(redis.url())
+            .uri(&uri)
+            .partitions(n)
+    };
+    RedisProducerBuilder::new()
+        .settings(at(4))
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let expect_refusal = |e: Error, configured: u16| {
+        let text = e.to_string();
+        assert!(
+            text.contains("has 4 partition(s)")
+                && text.contains(&format!("configured with {configured}")),
+            "{text}"
+        );
+    };
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let consumer = RedisConsumerBuilder::new()
+        .settings(at(2))
+        .subscribe_ticks_consumer(recorder("c", &tx))
+        .await;
+    expect_refusal(consumer.err().expect("refused"), 2);
+    let producer = RedisProducerBuilder::new()
+        .settings(at(1))
+        .build_ticks_producer()
+        .await;
+    expect_refusal(producer.err().expect("refused"), 1);
+    let store = EventStoreBuilder::new()
+        .settings(at(3))
+        .build::<TicksEvent>()
+        .await;
+    expect_refusal(store.err().expect("refused"), 3);
+    // max_messages counts one stream: refused with partitions.
+    let consumer = RedisConsumerBuilder::new()
+        .settings(at(4))
+        .max_messages(10)
+        .subscribe_ticks_consumer(recorder("c", &tx))
+        .await;
+    assert!(consumer
+        .err()
+        .expect("refused")
+        .to_string()
+        .contains("max_messages"));
+    assert!(RedisSettings::new()
+        .uri("x")
+        .partitions(0)
+        .layout()
+        .is_err());
+    assert!(StreamAddress::new(None, "orders#3").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_store_keeps_versions_with_eight_writers() {
+    init_tracing();
+    let (_, settings) = spread_uri("pstore").await;
+    let store = EventStoreBuilder::new()
+        .settings(settings)
+        .build::<TicksEvent>()
+        .await
+        .unwrap();
+    let aggregates: Vec<String> = (0..6).map(|i| format!("acct-{i}")).collect();
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let store = store.clone();
+        let aggregates = aggregates.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for i in 0..30u64 {
+                let aggregate = &aggregates[((w + i) % 6) as usize];
+                loop {
+                    let version = store.version(aggregate).await.unwrap();
+                    let expected = match version {
+                        0 => ExpectedVersion::NoStream,
+                        v => ExpectedVersion::Exact(v),
+                    };
+                    let event = [TicksEvent::Tick { n: w * 1000 + i }];
+                    match store
+                        .append(aggregate, expected, &event, AppendOptions::default())
+                        .await
+                    {
+                        Ok(result) => {
+                            assert_eq!(result.version, version + 1);
+                            break;
+                        }
+                        Err(Error::WrongExpectedVersion { .. }) => conflicts += 1,
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for writer in writers {
+        conflicts += writer.await.unwrap();
+    }
+    let mut total = 0;
+    let mut partitions = HashSet::new();
+    for aggregate in &aggregates {
+        let version = store.version(aggregate).await.unwrap();
+        let page = store.read(aggregate, 1, 1000).await.unwrap();
+        let versions: Vec<u64> = page
+            .events
+            .iter()
+            .filter_map(|e| e.aggregate_version)
+            .collect();
+        assert_eq!(versions, (1..=version).collect::<Vec<_>>(), "{aggregate}");
+        total += version;
+        partitions.insert(store.keys_for(aggregate).stream().to_owned());
+    }
+    assert_eq!(total, 240, "{conflicts} conflicts were retried");
+    assert!(
+        partitions.len() > 1,
+        "the aggregates landed in one partition"
+    );
+    let stats = store.stats(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(stats.appended, 240);
+    assert_eq!(stats.in_window, 240);
+}
