@@ -281,3 +281,43 @@ async fn a_partitioned_store_keeps_versions_with_eight_writers() {
     assert_eq!(stats.appended, 240);
     assert_eq!(stats.in_window, 240);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_across_partitions_is_refused() {
+    let (_, settings) = spread_uri("pidem").await;
+    let store = EventStoreBuilder::new()
+        .settings(settings)
+        .build::<TicksEvent>()
+        .await
+        .unwrap();
+    // Two aggregates in different partitions.
+    let first = "acct-a".to_owned();
+    let other = (0..100)
+        .map(|i| format!("acct-{i}"))
+        .find(|a| store.keys_for(a) != store.keys_for(&first))
+        .expect("an aggregate in another partition");
+    let options = || AppendOptions {
+        idempotency_key: Some("pay-1".into()),
+        ..AppendOptions::default()
+    };
+    let event = [TicksEvent::Tick { n: 1 }];
+    store
+        .append(&first, ExpectedVersion::Any, &event, options())
+        .await
+        .unwrap();
+    let replay = store
+        .append(&first, ExpectedVersion::Any, &event, options())
+        .await
+        .unwrap();
+    assert!(replay.replayed);
+    match store
+        .append(&other, ExpectedVersion::Any, &event, options())
+        .await
+    {
+        Err(Error::IdempotencyKeyReused {
+            original_aggregate, ..
+        }) => assert_eq!(original_aggregate, first),
+        other => panic!("expected IdempotencyKeyReused, got {other:?}"),
+    }
+    assert_eq!(store.version(&other).await.unwrap(), 0);
+}

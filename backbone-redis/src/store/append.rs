@@ -57,6 +57,9 @@ impl<E: ContractEvent> EventStore<E> {
         if let Some(key) = &options.idempotency_key {
             check_name("idempotency key", key, "")?;
         }
+        if let Some(key) = &options.idempotency_key {
+            self.key_used_elsewhere(aggregate_id, key).await?;
+        }
         let keys = self.keys_for(aggregate_id);
         let mut invocation = APPEND.key(keys.stream());
         invocation
@@ -135,6 +138,43 @@ impl<E: ContractEvent> EventStore<E> {
                 format!("unexpected status {other:?}"),
             )),
         }
+    }
+}
+
+impl<E: ContractEvent> EventStore<E> {
+    /// On a partitioned store, the append script sees only the idempotency records of its
+    /// aggregate's partition: first look for `key` in the others, so that a key reused for an
+    /// aggregate of another partition is refused too. (Two appends racing with one new key to
+    /// aggregates of different partitions can both pass; within a partition the script decides.)
+    async fn key_used_elsewhere(&self, aggregate_id: &str, key: &str) -> Result<(), Error> {
+        if self.layout().count() == 1 {
+            return Ok(());
+        }
+        let mine = self.layout().for_key(aggregate_id);
+        for (p, keys) in self.layout().partitions().iter().enumerate() {
+            if p == usize::from(mine) {
+                continue;
+            }
+            let record_key = keys.idempotency(key);
+            let record: Option<String> = redis::cmd("GET")
+                .arg(&record_key)
+                .query_async(&mut self.connection())
+                .await
+                .map_err(|e| redis_error(format!("GET {record_key}"), e))?;
+            let original = record
+                .as_deref()
+                .and_then(|text| parse_result(text, true))
+                .and_then(|(_, original)| original.map(str::to_owned));
+            if let Some(original_aggregate) = original {
+                return Err(Error::IdempotencyKeyReused {
+                    key: key.to_owned(),
+                    aggregate: aggregate_id.to_owned(),
+                    original_aggregate,
+                    reuse: KeyReuse::OtherAggregate,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
