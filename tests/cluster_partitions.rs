@@ -296,10 +296,7 @@ async fn an_idempotency_key_reused_across_partitions_is_refused() {
         .map(|i| format!("acct-{i}"))
         .find(|a| store.keys_for(a) != store.keys_for(&first))
         .expect("an aggregate in another partition");
-    let options = || AppendOptions {
-        idempotency_key: Some("pay-1".into()),
-        ..AppendOptions::default()
-    };
+    let options = || AppendOptions::idempotent("pay-1");
     let event = [TicksEvent::Tick { n: 1 }];
     store
         .append(&first, ExpectedVersion::Any, &event, options())
