@@ -47,6 +47,16 @@ pub const EVENT_STORE: &str = "-@all +client|setname +evalsha +script|load +mult
 pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
      +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd";
 
+/// What a consumer of an ordered group (`RedisConsumerBuilder::ordered`) needs besides
+/// [`CONSUMER`]: the membership (`members.lua`: a sorted set) and the partitions' leases
+/// (`lease.lua`). Append it to the consumer's rule.
+///
+/// ```
+/// let rule = backbone_redis::acl::rule(backbone_redis::acl::CONSUMER, "bb:*");
+/// let ordered = format!("{rule} {}", backbone_redis::acl::ORDERED_GROUP);
+/// ```
+pub const ORDERED_GROUP: &str = "+zadd +zrem +zremrangebyscore +zrange +pexpire +del";
+
 /// What redis-rs's cluster client sends besides a role's commands: `CLUSTER SLOTS` (the slot
 /// map) and `ASKING` (during a slot migration). Append it to a role's rule on a cluster.
 ///

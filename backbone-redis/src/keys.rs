@@ -13,6 +13,8 @@
 //! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `position` (of that event), `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:proj:<name>` | hash | a projection's checkpoint: `position`, `state` (JSON), `at` |
 //! | `bb:{<env>:<uri>}:stats` | hash | the store's counters: `appended` |
+//! | `bb:{<env>:<uri>#<p>}:lease:<group>` | string | ordered groups: the member owning partition `p`, with a TTL |
+//! | `bb:{<env>:<uri>}:members:<group>` | sorted set | ordered groups: member ids scored by when their membership expires (ms) |
 //! | `bb:{<env>:<uri>}:partitions` | string | the stream's partition count, written by the first producer, consumer or store to start |
 //!
 //! Without an environment the tag is `{<uri>}`. A stream of `n > 1` partitions (see
@@ -116,6 +118,17 @@ impl StreamKeys {
     /// The record of a stream's partition count (kept in the unpartitioned tag).
     pub fn partition_count(&self) -> String {
         format!("{}:partitions", self.prefix)
+    }
+
+    /// The lease of this partition in ordered group `group`: its owner, while it lives.
+    pub fn lease(&self, group: &str) -> String {
+        format!("{}:lease:{group}", self.prefix)
+    }
+
+    /// The members of ordered group `group` (kept in the unpartitioned tag): a sorted set of
+    /// member ids scored by when each one's membership expires (ms).
+    pub fn members(&self, group: &str) -> String {
+        format!("{}:members:{group}", self.prefix)
     }
 
     /// The event store's counters.

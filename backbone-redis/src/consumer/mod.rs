@@ -12,6 +12,7 @@ mod fatal;
 mod fetch;
 mod job;
 mod messages;
+mod ordered;
 mod partitions;
 mod reader;
 mod worker;
@@ -101,6 +102,8 @@ pub struct RedisConsumerBuilder {
     shutdown_grace: Duration,
     remove_idle_consumers: Option<Duration>,
     max_buffered_bytes: usize,
+    ordered: bool,
+    lease_ttl: Duration,
 }
 
 /// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
@@ -123,6 +126,8 @@ impl Default for RedisConsumerBuilder {
             shutdown_grace: Duration::from_secs(10),
             remove_idle_consumers: None,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            ordered: false,
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -217,6 +222,40 @@ impl RedisConsumerBuilder {
         self
     }
 
+    /// An ordered group (default off): each partition of the stream is owned by one member of
+    /// the group at a time (a lease in Redis, renewed every `lease_ttl / 3`), so the events of
+    /// one key are handled by one consumer at a time, in order, across every process of the
+    /// group; partitions are dealt out again when members join, leave or die, and a new owner
+    /// first handles what the previous one left pending. Every consumer of the group must set
+    /// it; a group has work for as many consumers as the stream has partitions. Not with
+    /// `max_messages`. Without it, every consumer reads every partition, as in a plain Redis
+    /// group. See the README's Redis Cluster section for what each mode guarantees.
+    ///
+    /// ```
+    /// let builder = backbone_redis::RedisConsumerBuilder::new()
+    ///     .uri("orders")
+    ///     .partitions(6)
+    ///     .ordered(true);
+    /// ```
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// How long an ordered group's member keeps its membership and partitions without
+    /// renewing them (default 5 s, at least 100 ms): a member that dies hands its partitions
+    /// over after about this long.
+    ///
+    /// ```
+    /// let builder = backbone_redis::RedisConsumerBuilder::new()
+    ///     .ordered(true)
+    ///     .lease_ttl(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
     /// How many bytes this consumer may hold read but not yet handled (default 64 MiB): the
     /// events queued, running or waiting for a retry, each counted as its entry's and its
     /// payload's bytes, and the batches being read and fetched, counted at the bytes per entry
@@ -268,6 +307,17 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             ));
         }
         let layout = self.settings.layout()?;
+        if self.ordered && self.max_messages.is_some() {
+            return Err(Error::Config(
+                "max_messages cannot be combined with an ordered group".into(),
+            ));
+        }
+        if self.ordered && self.lease_ttl < Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "lease_ttl must be at least 100 ms, got {:?}",
+                self.lease_ttl
+            )));
+        }
         if layout.count() > 1 && self.max_messages.is_some() {
             return Err(Error::Config(format!(
                 "max_messages cannot be combined with partitions ({}): it counts the events of \
@@ -280,6 +330,22 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         layout.check(&mut commands).await?;
         for keys in layout.partitions() {
             create_group(&mut commands, keys.stream(), &self.group).await?;
+        }
+        if self.ordered {
+            let stop = CancellationToken::new();
+            let member = format!("{name}#{}", backbone_core::MessageId::new());
+            let ordered = ordered::Ordered {
+                lease_ttl: self.lease_ttl,
+                builder: self,
+                layout,
+                address,
+                name,
+                member,
+                handler,
+                commands,
+            };
+            let task = tokio::spawn(ordered.run(stop.clone()));
+            return Ok(ConsumerLifetime::new(stop, task));
         }
         let mut partitions = Vec::new();
         for keys in layout.partitions() {

@@ -45,6 +45,10 @@ pub(crate) const APPEND_SOURCE: &str = with_require_stream!("append.lua");
 pub(crate) const TRIM_SOURCE: &str = with_require_commands!("trim.lua");
 /// `snapshot.lua`: writes or drops an aggregate's snapshot, never moving it backwards.
 pub(crate) const SNAPSHOT_SOURCE: &str = with_require_commands!("snapshot.lua");
+/// `lease.lua`: renews or releases a partition's lease in an ordered group.
+pub(crate) const LEASE_SOURCE: &str = with_require_commands!("lease.lua");
+/// `members.lua`: joins, stays in or leaves an ordered group; returns its live members.
+pub(crate) const MEMBERS_SOURCE: &str = with_require_commands!("members.lua");
 /// `count.lua`: counts a range of stream entries on the server.
 pub(crate) const COUNT_SOURCE: &str = with_require_commands!("count.lua");
 
@@ -62,6 +66,12 @@ pub(crate) static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(TRIM_SOU
 pub(crate) static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(SNAPSHOT_SOURCE));
 /// The count script ([`COUNT_SOURCE`]).
 pub(crate) static COUNT: LazyLock<Script> = LazyLock::new(|| Script::new(COUNT_SOURCE));
+
+/// The lease script ([`LEASE_SOURCE`]).
+pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_SOURCE));
+
+/// The members script ([`MEMBERS_SOURCE`]).
+pub(crate) static MEMBERS: LazyLock<Script> = LazyLock::new(|| Script::new(MEMBERS_SOURCE));
 
 #[cfg(test)]
 mod tests {
