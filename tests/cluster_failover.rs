@@ -189,3 +189,25 @@ async fn acknowledged_durable_sends_survive_killing_their_master_at_once() {
     let all: Vec<_> = acknowledged.into_iter().chain(more).collect();
     assert_exactly_once(&all, &stream_ids_on(&new_master, &stream).await);
 }
+
+#[tokio::test]
+async fn durable_options_are_checked() {
+    let build = |replicas, timeout| async move {
+        RedisProducerBuilder::new()
+            .url("redis://127.0.0.1:1")
+            .uri("checked")
+            .send_timeout(Duration::from_secs(2))
+            .durable(replicas, timeout)
+            .build_publisher()
+            .await
+    };
+    for (replicas, timeout) in [(0, 500), (1, 0), (1, 2000), (1, 3000)] {
+        let timeout = Duration::from_millis(timeout);
+        match build(replicas, timeout).await {
+            Err(backbone_core::Error::Config(text)) => {
+                assert!(text.contains("durable("), "{text}")
+            }
+            other => panic!("durable({replicas}, {timeout:?}): {other:?}"),
+        }
+    }
+}
