@@ -9,9 +9,11 @@
 -- Checks the stream's type before the first write: an error reply proves that nothing was
 -- written (neither Lua nor MULTI rolls back). Then answers one reply per event:
 -- - the new entry's id: written now;
--- - false: written before (a retried send), nothing written now. An event's marker is its own
---   check: HSET adding no field means its payload hash, with these very fields, was there
---   already, and it was written with its entry in one run of this script;
+-- - false: written before (a retried send), nothing new written now. An event's marker is its
+--   own check: HSET adding no field means its payload hash, with these very fields, was there
+--   already, and it was written with its entry in one run of this script. Either way the
+--   marker is written again (the same HSET; a sent-record's PEXPIRE), so that a WAIT after
+--   this run covers the event even on a connection that did not write it first;
 -- - {'error', text}: not written. A command that fails is called with pcall, and a payload
 --   hash this run created for the event is deleted again before the script goes on, so nobody
 --   ever sees it: the script is atomic.
@@ -39,6 +41,7 @@ end
 if without_fields then
   table.insert(calls, {'EXISTS', KEYS[2]})
   table.insert(calls, {'SET', KEYS[2]})
+  table.insert(calls, {'PEXPIRE', KEYS[2]})
 end
 local denied = require_commands(calls)
 if denied then return denied end
@@ -62,6 +65,9 @@ for i = 1, tonumber(ARGV[2]) do
     fresh = 1 - redis.call('EXISTS', marker)
   end
   if fresh == 0 then
+    if n == 0 then
+      redis.call('PEXPIRE', marker, 600000)
+    end
     replies[i] = false
   elseif type(fresh) == 'table' then
     replies[i] = failed('HSET', marker, fresh)

@@ -3,16 +3,23 @@
 //! script, keeping at most [`MAX_IN_FLIGHT`] runs in flight. A lone send goes out at once, as a
 //! batch of one; under load, the sends that queue up while earlier runs are in flight share the
 //! next run, so Redis pays the script's fixed cost once per batch instead of once per event.
+//!
+//! A durable publisher ([`Durability`]) sends each run as one pipeline, `[EVALSHA publish…,
+//! WAIT replicas timeout]`, on one connection (on a cluster, the master of the stream's slot:
+//! redis-rs routes the pipeline by the EVALSHA's key), so the WAIT covers exactly that run's
+//! writes; an event is answered `Ok` only when WAIT counted enough replicas.
 
 use std::fmt::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::lua::PUBLISH;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use redis::{ErrorKind, ServerErrorKind, Value};
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -40,6 +47,16 @@ pub(super) struct Submission {
     pub reply: oneshot::Sender<Result<bool, Failure>>,
 }
 
+/// `WAIT replicas timeout` after every run of the publish script
+/// ([`RedisProducerBuilder::durable`](super::RedisProducerBuilder::durable)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Durability {
+    /// At least 1.
+    pub replicas: usize,
+    /// Longer than zero (`WAIT n 0` would block for ever).
+    pub timeout: Duration,
+}
+
 /// The sending end of a publisher's batching task; the task ends when every clone is dropped.
 #[derive(Debug, Clone)]
 pub(super) struct Batcher {
@@ -48,7 +65,12 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the batching task of one publisher on the current Tokio runtime.
-    pub fn start(keys: StreamKeys, connection: Connection, payload_ttl_ms: u64) -> Self {
+    pub fn start(
+        keys: StreamKeys,
+        connection: Connection,
+        payload_ttl_ms: u64,
+        durability: Option<Durability>,
+    ) -> Self {
         let (queue, submissions) = mpsc::channel(QUEUE);
         let task = Task {
             payload_prefix: keys.payload_prefix(),
@@ -56,6 +78,7 @@ impl Batcher {
             keys,
             connection,
             payload_ttl_ms,
+            durability,
         };
         tokio::spawn(task.run(submissions));
         Batcher { queue }
@@ -99,6 +122,7 @@ struct Task {
     sent_prefix: String,
     connection: Connection,
     payload_ttl_ms: u64,
+    durability: Option<Durability>,
 }
 
 impl Task {
@@ -166,16 +190,20 @@ impl Task {
                 cmd.arg(name).arg(value);
             }
         }
-        match self.send(&cmd).await {
-            Ok(replies) if replies.len() == batch.len() => {
+        match self.send(cmd).await {
+            Ok((replies, replicated)) if replies.len() == batch.len() => {
                 for (submission, reply) in batch.into_iter().zip(replies) {
-                    let _ = submission.reply.send(answer(reply));
+                    let answer = match (answer(reply), &replicated) {
+                        (Ok(_), Err(failure)) => Err(failure.clone()),
+                        (answer, _) => answer,
+                    };
+                    let _ = submission.reply.send(answer);
                 }
             }
             result => {
                 let failure = match result {
                     Err(e) => Failure::from_redis(&e),
-                    Ok(replies) => unexpected(format!(
+                    Ok((replies, _)) => unexpected(format!(
                         "{} replies for {} events",
                         replies.len(),
                         batch.len()
@@ -188,18 +216,76 @@ impl Task {
         }
     }
 
-    /// Sends the EVALSHA; if Redis lacks the script (a restart, `SCRIPT FLUSH`), loads it and
-    /// sends it again.
-    async fn send(&self, cmd: &redis::Cmd) -> redis::RedisResult<Vec<Value>> {
+    /// Sends the EVALSHA (with its WAIT when durable); if Redis lacks the script (a restart,
+    /// a promoted replica, `SCRIPT FLUSH`), loads it and sends it again. Answers the script's
+    /// replies and whether WAIT confirmed them (always `Ok` when not durable).
+    async fn send(&self, cmd: redis::Cmd) -> RedisResult<(Vec<Value>, Result<(), Failure>)> {
         let mut connection = self.connection.clone();
-        match cmd.query_async(&mut connection).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+        let Some(durability) = self.durability else {
+            let replies = match cmd.query_async(&mut connection).await {
+                Err(e) if is_noscript(&e) => {
+                    PUBLISH.prepare_invoke().load_async(&mut connection).await?;
+                    cmd.query_async(&mut connection).await?
+                }
+                result => result?,
+            };
+            return Ok((replies, Ok(())));
+        };
+        let timeout_ms = durability.timeout.as_millis().max(1) as u64;
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(cmd);
+        pipeline
+            .cmd("WAIT")
+            .arg(durability.replicas)
+            .arg(timeout_ms);
+        let (script, wait) = match durable_run(&mut connection, &pipeline).await {
+            Err(e) if is_noscript(&e) => {
                 PUBLISH.prepare_invoke().load_async(&mut connection).await?;
-                cmd.query_async(&mut connection).await
+                durable_run(&mut connection, &pipeline).await?
             }
-            result => result,
-        }
+            result => result?,
+        };
+        let replicated = match wait {
+            Ok(confirmed) if confirmed >= durability.replicas as i64 => Ok(()),
+            Ok(confirmed) => Err(Failure {
+                error: format!(
+                    "WAIT: {confirmed} of {} replicas confirmed the write within {timeout_ms} ms",
+                    durability.replicas
+                ),
+                cut: false,
+                transient: true,
+                outcome: Outcome::Unknown,
+            }),
+            Err(e) => Err(Failure {
+                error: format!("WAIT after the publish script: {e}"),
+                outcome: Outcome::Unknown,
+                ..Failure::from_redis(&e)
+            }),
+        };
+        Ok((script, replicated))
     }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Sends `[EVALSHA…, WAIT…]`: the script's replies (an error if the script did not run), and
+/// WAIT's count of replicas (an error if WAIT failed).
+async fn durable_run(
+    connection: &mut Connection,
+    pipeline: &redis::Pipeline,
+) -> RedisResult<(Vec<Value>, RedisResult<i64>)> {
+    let mut replies = connection.req_packed_commands(pipeline, 0, 2).await?;
+    let (Some(wait), Some(script), None) = (replies.pop(), replies.pop(), replies.pop()) else {
+        let what = "a pipeline of EVALSHA and WAIT did not get two replies";
+        return Err((ErrorKind::Client, what).into());
+    };
+    let script = Vec::<Value>::from_redis_value(script.extract_error()?)?;
+    let wait = wait
+        .extract_error()
+        .and_then(|v| Ok(i64::from_redis_value(v)?));
+    Ok((script, wait))
 }
 
 /// One event's reply from the publish script.
@@ -239,5 +325,10 @@ mod tests {
     fn the_publish_script_keeps_sent_records_for_sent_ttl_ms() {
         let set = format!("redis.call('SET', marker, id, 'PX', {SENT_TTL_MS})");
         assert!(PUBLISH_SOURCE.contains(&set), "publish.lua lacks {set}");
+        let refresh = format!("redis.call('PEXPIRE', marker, {SENT_TTL_MS})");
+        assert!(
+            PUBLISH_SOURCE.contains(&refresh),
+            "publish.lua lacks {refresh}"
+        );
     }
 }

@@ -18,7 +18,7 @@ use crate::keys::StreamKeys;
 use crate::layout::Layout;
 use crate::retry::{classify_redis, Backoff, ErrorClass};
 use crate::settings::{settings_setters, RedisSettings};
-use batch::Batcher;
+use batch::{Batcher, Durability};
 use trim::Trimmer;
 
 mod batch;
@@ -62,6 +62,7 @@ pub struct RedisProducerBuilder {
     max_len: Option<u64>,
     payload_ttl: Option<Duration>,
     send_timeout: Option<Duration>,
+    durable: Option<Durability>,
 }
 
 impl RedisProducerBuilder {
@@ -97,6 +98,40 @@ impl RedisProducerBuilder {
     /// doubling to 1 s, while the time left allows; a retry never writes the event twice.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = Some(timeout);
+        self
+    }
+
+    /// Durable sends: a send returns `Ok` only once `WAIT replicas timeout` confirmed that at
+    /// least `replicas` replicas of the stream's master got the write, so that a failover right
+    /// after it loses nothing that was acknowledged. Off by default (no WAIT).
+    ///
+    /// The WAIT goes in one pipeline with the publish script, on the same connection (on a
+    /// cluster, to the master of the stream's slot), so it covers exactly that run's writes.
+    /// When fewer replicas confirm within `timeout`, the attempt fails with a
+    /// [transient](crate::retry::ErrorClass::Transient) error saying how many of how many
+    /// confirmed within what time, and the send is retried within
+    /// [`send_timeout`](Self::send_timeout) like any other (a resend writes nothing twice;
+    /// its WAIT covers the event written before). A send that gives up this way reports that
+    /// the event may or may not have been written: it may be in the stream, unreplicated.
+    ///
+    /// `replicas` must be at least 1 and `timeout` longer than zero and shorter than
+    /// `send_timeout`; keep it well below the connection's
+    /// [`response_timeout`](RedisSettings::response_timeout) (default 10 s), which bounds the
+    /// wait for the pipeline's answer. Every run of the publish script waits up to `timeout`
+    /// on its connection, and commands queued behind it on that connection wait too. An ACL
+    /// user of a durable producer needs `+wait` besides [`acl::PRODUCER`](crate::acl::PRODUCER).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backbone_redis::RedisProducerBuilder;
+    ///
+    /// let builder = RedisProducerBuilder::new()
+    ///     .uri("orders")
+    ///     .durable(1, Duration::from_millis(500))
+    ///     .send_timeout(Duration::from_secs(10));
+    /// ```
+    pub fn durable(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.durable = Some(Durability { replicas, timeout });
         self
     }
 
@@ -140,6 +175,14 @@ impl RedisProducerBuilder {
             )));
         }
         let layout = self.settings.layout()?;
+        if let Some(Durability { replicas, timeout }) = self.durable {
+            if replicas == 0 || timeout.is_zero() || timeout >= send_timeout {
+                return Err(Error::Config(format!(
+                    "durable({replicas}, {timeout:?}) needs at least 1 replica and a timeout \
+                     longer than zero and shorter than send_timeout ({send_timeout:?})"
+                )));
+            }
+        }
         let address_name = address.to_string();
         let mut connection = self.settings.connect("producer", &[&address_name]).await?;
         layout.check(&mut connection).await?;
@@ -151,7 +194,12 @@ impl RedisProducerBuilder {
             .iter()
             .map(|keys| Writer {
                 keys: keys.clone(),
-                batcher: Batcher::start(keys.clone(), connection.clone(), payload_ttl_ms),
+                batcher: Batcher::start(
+                    keys.clone(),
+                    connection.clone(),
+                    payload_ttl_ms,
+                    self.durable,
+                ),
                 trimmer: self.max_len.map(|max_len| {
                     Arc::new(Trimmer::new(
                         StreamAdmin::new(keys.clone(), connection.clone()),

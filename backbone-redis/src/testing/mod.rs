@@ -13,7 +13,8 @@
 //! adds a socket in the server's directory ([`RedisServer::unix_socket_url`]).
 //!
 //! [`RedisCluster`] is a Redis Cluster of spawned `redis-server` nodes (masters and replicas on
-//! loopback), for tests of slot routing, `MOVED` and failover ([`RedisCluster::kill_master`]).
+//! loopback), for tests of slot routing, `MOVED` and failover ([`RedisCluster::kill_master`]),
+//! and resharding ([`RedisCluster::migrate_slot`]: `ASK`, `TRYAGAIN`, then `MOVED`).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
