@@ -236,3 +236,95 @@ async fn the_store_appends_reads_and_counts_on_a_cluster() {
     let stats = store.stats(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(stats.appended, 200);
 }
+
+/// The sum of the ticks, as a projection and as an aggregate.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Total {
+    sum: u64,
+    events: u64,
+}
+
+impl backbone_core::store::Projection for Total {
+    type Event = TicksEvent;
+    const NAME: &'static str = "total-v1";
+    fn apply(&mut self, event: &TicksEvent, _: &backbone_core::Metadata) {
+        let TicksEvent::Tick { n } = event;
+        self.sum += n;
+        self.events += 1;
+    }
+}
+
+impl backbone_core::store::Aggregate for Total {
+    type Event = TicksEvent;
+    const NAME: &'static str = "total-v1";
+    fn apply(&mut self, event: &TicksEvent) {
+        let TicksEvent::Tick { n } = event;
+        self.sum += n;
+        self.events += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_checkpoints_and_snapshots_work_on_a_cluster() {
+    use backbone_core::store::{CachingPolicy, CheckpointPolicy};
+    init_tracing();
+    for partitions in [1, 6] {
+        let uri = unique_name("proj");
+        let settings = settings(&uri).await.partitions(partitions);
+        let store = EventStoreBuilder::new()
+            .settings(settings)
+            .caching(CachingPolicy::EveryEvents(5))
+            .build::<TicksEvent>()
+            .await
+            .unwrap();
+        for a in 0..4u64 {
+            let events: Vec<TicksEvent> = (0..10)
+                .map(|n| TicksEvent::Tick { n: a * 100 + n })
+                .collect();
+            store
+                .append(
+                    &format!("acct-{a}"),
+                    ExpectedVersion::NoStream,
+                    &events,
+                    AppendOptions::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // Loads write snapshots (after 5 events) and read them back.
+        for a in 0..4u64 {
+            let aggregate = format!("acct-{a}");
+            let first = store.load::<Total>(&aggregate).await.unwrap();
+            let again = store.load::<Total>(&aggregate).await.unwrap();
+            assert_eq!((first.version, first.state.events), (10, 10));
+            assert_eq!(again.state.sum, first.state.sum);
+            assert_eq!(first.state.sum, (0..10).map(|n| a * 100 + n).sum::<u64>());
+        }
+        if partitions > 1 {
+            let refused = store.project::<Total>(CheckpointPolicy::default()).await;
+            assert!(
+                refused.is_err(),
+                "a projection over a partitioned store is refused"
+            );
+            continue;
+        }
+        let total = store
+            .project::<Total>(CheckpointPolicy {
+                every_events: 7,
+                every: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        total.caught_up().await.unwrap();
+        assert_eq!(total.state().events, 40);
+        total.shutdown().await.unwrap();
+        // A restart resumes from the checkpoint.
+        let again = store
+            .project::<Total>(CheckpointPolicy::default())
+            .await
+            .unwrap();
+        again.caught_up().await.unwrap();
+        assert_eq!(again.state().events, 40);
+        again.shutdown().await.unwrap();
+    }
+}
