@@ -34,7 +34,7 @@ fn dead_key(uri: &str, group: &str) -> String {
 
 /// `XRANGE <key> - +`: every entry with its fields.
 async fn stream_entries(url: &str, key: &str) -> Vec<(String, HashMap<String, String>)> {
-    let mut raw = raw(url).await;
+    let mut raw = inspect(url).await;
     redis::cmd("XRANGE")
         .arg(key)
         .arg("-")

@@ -9,7 +9,7 @@ use backbone_redis::RedisConsumerBuilder;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
-use super::{raw, Seen, TickRecorder};
+use super::{Seen, TickRecorder};
 
 /// `XREADGROUP` BLOCK of every consumer here: short, for prompt shutdowns.
 pub const BLOCK: Duration = Duration::from_millis(150);
@@ -122,7 +122,7 @@ pub fn events_key(uri: &str) -> String {
 
 /// `XPENDING <stream> <group> - + 10000`: `(stream id, consumer, idle ms, deliveries)`.
 pub async fn pending(url: &str, uri: &str, group: &str) -> Vec<(String, String, u64, u64)> {
-    let mut raw = raw(url).await;
+    let mut raw = super::inspect(url).await;
     redis::cmd("XPENDING")
         .arg(events_key(uri))
         .arg(group)
