@@ -9,11 +9,10 @@
 //! Redis CPU is `used_cpu_user` + `used_cpu_sys` summed over the masters.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backbone_core::{async_trait, ConsumerContext, HandlerResult, StreamAddress};
+use backbone_core::StreamAddress;
 use backbone_redis::layout::Layout;
 use backbone_redis::settings::RedisSettings;
 use backbone_redis::testing::{unique_name, RedisCluster};
@@ -23,11 +22,10 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, Value};
 use serde_json::json;
-use tokio::sync::Notify;
 
+use crate::common::NoOp;
 use crate::common::{cpu_us, create_group, drive, fill_on, measured_by, now_ns, order, per_run};
 use crate::common::{rate, raw_consume_on, raw_script_publish, server_cpu, split, Ctx, Res, Run};
-use crate::common::{Product, ShipmentTrackingConsumer, User};
 use crate::common::{ShipmentTrackingConsumerBuilderExt, ShipmentTrackingProducerBuilderExt};
 use crate::report::{eps, Row};
 use crate::scripts;
@@ -146,17 +144,13 @@ impl Bench<'_> {
     /// subscribing until every event was handled and acknowledged.
     async fn consume_framework(&self, uri: &str, partitions: u16, n: u64) -> Res<Duration> {
         let started = Instant::now();
-        let counter = Counter {
-            left: Arc::new(AtomicI64::new(n as i64)),
-            done: Arc::new(Notify::new()),
-        };
-        let done = counter.done.clone();
+        let (handler, done) = NoOp::counting(n);
         let lifetime = RedisConsumerBuilder::new()
             .settings(self.settings(uri, partitions))
             .group("fw")
             .name("bench")
             .batch_size(self.ctx.opts.batch)
-            .subscribe_shipment_tracking_consumer(counter)
+            .subscribe_shipment_tracking_consumer(handler)
             .await?;
         tokio::time::timeout(limit(n), done.notified())
             .await
@@ -229,31 +223,6 @@ async fn pending(conn: &mut ClusterConnection, layout: &Layout, group: &str) -> 
         }
     }
     Ok(sum)
-}
-
-/// A no-op handler that says when it has handled its count.
-struct Counter {
-    left: Arc<AtomicI64>,
-    done: Arc<Notify>,
-}
-
-#[async_trait]
-impl ShipmentTrackingConsumer for Counter {
-    async fn order_placed(
-        &self,
-        _: &ConsumerContext,
-        _: User,
-        _: Product,
-        _: u64,
-    ) -> HandlerResult {
-        if self.left.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.done.notify_one();
-        }
-        Ok(())
-    }
-    async fn packing(&self, _: &ConsumerContext, _: String, _: u64, _: u64) -> HandlerResult {
-        Ok(())
-    }
 }
 
 /// Framework and raw runs of one case, alternated, on fresh uris.

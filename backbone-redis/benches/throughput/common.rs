@@ -1,7 +1,8 @@
 //! What every scenario shares: the bench's contract, the run's context (options, Redis,
 //! connections), the raw layout writers and readers, and small statistics.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use backbone_core::{
@@ -12,6 +13,7 @@ use futures::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::options::Options;
 
@@ -64,8 +66,21 @@ pub fn now_ns() -> u64 {
     ORIGIN.elapsed().as_nanos() as u64
 }
 
-/// A handler that does nothing (it still gets decoded parameters, as every handler does).
-pub struct NoOp;
+/// A handler that does nothing (it still gets decoded parameters, as every handler does);
+/// [`NoOp::counting`] also says when it has handled a given number of events.
+#[derive(Default)]
+pub struct NoOp {
+    countdown: Option<(AtomicI64, Arc<Notify>)>,
+}
+
+impl NoOp {
+    /// A no-op handler that notifies the returned `Notify` at its `n`-th event.
+    pub fn counting(n: u64) -> (NoOp, Arc<Notify>) {
+        let done = Arc::new(Notify::new());
+        let countdown = Some((AtomicI64::new(n as i64), done.clone()));
+        (NoOp { countdown }, done)
+    }
+}
 
 #[async_trait]
 impl ShipmentTrackingConsumer for NoOp {
@@ -76,6 +91,11 @@ impl ShipmentTrackingConsumer for NoOp {
         _: Product,
         _: u64,
     ) -> HandlerResult {
+        if let Some((left, done)) = &self.countdown {
+            if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                done.notify_one();
+            }
+        }
         Ok(())
     }
     async fn packing(&self, _: &ConsumerContext, _: String, _: u64, _: u64) -> HandlerResult {
