@@ -6,7 +6,8 @@
 //! async cluster client. Consume: a pre-filled stream; the framework's consumer (one reader,
 //! fetcher, claimer and worker per partition) against a raw loop per partition
 //! (XREADGROUP on a cluster connection of its own, a pipeline of HGETALLs, one XACK per batch).
-//! Redis CPU is `used_cpu_user` + `used_cpu_sys` summed over the masters.
+//! Redis CPU is `used_cpu_user` + `used_cpu_sys` summed over the masters; client CPU is this
+//! process's (all threads).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use redis::{Script, Value};
 use serde_json::json;
 
 use crate::common::NoOp;
-use crate::common::{cpu_us, create_group, drive, fill_on, measured_by, now_ns, order, per_run};
+use crate::common::{
+    client_us, cpu_us, create_group, drive, fill_on, measured_by, now_ns, order, per_run,
+};
 use crate::common::{rate, raw_consume_on, raw_script_publish, server_cpu, split, Ctx, Res, Run};
 use crate::common::{ShipmentTrackingConsumerBuilderExt, ShipmentTrackingProducerBuilderExt};
 use crate::report::{eps, Row};
@@ -320,6 +323,15 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
                 )
                 .ratio(fc / rc),
             );
+            let (fk, rk) = (client_us(&case.fw), client_us(&case.raw));
+            rows.push(
+                Row::new(
+                    format!("  cluster {what} x{partitions}: client CPU per event (us)"),
+                    format!("{fk:.1} us"),
+                    format!("{rk:.1} us"),
+                )
+                .ratio(fk / rk),
+            );
             figures.insert(
                 format!("{what}_{partitions}_partitions"),
                 json!({
@@ -331,6 +343,8 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
                     "ratio": f / r,
                     "framework_redis_cpu_us_per_event": fc,
                     "raw_redis_cpu_us_per_event": rc,
+                    "framework_client_cpu_us_per_event": fk,
+                    "raw_client_cpu_us_per_event": rk,
                     "rounds": { "framework": per_run(&case.fw), "raw": per_run(&case.raw) },
                 }),
             );
