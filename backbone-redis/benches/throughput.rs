@@ -4,12 +4,15 @@
 //! `$REDIS_URL` or a `redis-server` of its own (`backbone_redis::testing::TestRedis`):
 //! produce throughput (1), consume throughput (2), end-to-end latency at fixed offered rates
 //! (3), event-store append with an expected version (4), consume from a 10k-entry vs a
-//! 1M-entry stream (5), Redis memory per event (6). Each scenario alternates framework and raw
-//! runs on fresh streams so drift hits both, and reports events/s (or ms, bytes) for both and
-//! the ratio framework/raw. See `--help`.
+//! 1M-entry stream (5), Redis memory per event (6), produce and consume on a 3-master Redis
+//! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7). Each
+//! scenario alternates framework and raw runs on fresh streams so drift hits both, and reports
+//! events/s (or ms, bytes) for both and the ratio framework/raw. See `--help`.
 
 #[path = "throughput/append.rs"]
 mod append;
+#[path = "throughput/cluster.rs"]
+mod cluster;
 #[path = "throughput/common.rs"]
 mod common;
 #[path = "throughput/consume.rs"]
@@ -87,13 +90,14 @@ async fn run(opts: Options) -> Res<bool> {
             ctx.opts.events, ctx.opts.rounds, ctx.opts.duration_s, ctx.opts.long_len
         );
     }
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("produce", |c| Box::pin(produce::run(c))),
         ("consume", |c| Box::pin(consume::run(c))),
         ("latency", |c| Box::pin(latency::run(c))),
         ("append", |c| Box::pin(append::run(c))),
         ("long_stream", |c| Box::pin(consume::run_long(c))),
         ("memory", |c| Box::pin(memory::run(c))),
+        ("cluster", |c| Box::pin(cluster::run(c))),
     ];
     assert_eq!(scenarios.map(|(name, _)| name), options::SCENARIOS);
     let started = Instant::now();

@@ -1,7 +1,8 @@
 //! What every scenario shares: the bench's contract, the run's context (options, Redis,
 //! connections), the raw layout writers and readers, and small statistics.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use backbone_core::{
@@ -9,9 +10,10 @@ use backbone_core::{
 };
 use backbone_redis::keys::StreamKeys;
 use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, ScriptInvocation, Value};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::options::Options;
 
@@ -64,8 +66,21 @@ pub fn now_ns() -> u64 {
     ORIGIN.elapsed().as_nanos() as u64
 }
 
-/// A handler that does nothing (it still gets decoded parameters, as every handler does).
-pub struct NoOp;
+/// A handler that does nothing (it still gets decoded parameters, as every handler does);
+/// [`NoOp::counting`] also says when it has handled a given number of events.
+#[derive(Default)]
+pub struct NoOp {
+    countdown: Option<(AtomicI64, Arc<Notify>)>,
+}
+
+impl NoOp {
+    /// A no-op handler that notifies the returned `Notify` at its `n`-th event.
+    pub fn counting(n: u64) -> (NoOp, Arc<Notify>) {
+        let done = Arc::new(Notify::new());
+        let countdown = Some((AtomicI64::new(n as i64), done.clone()));
+        (NoOp { countdown }, done)
+    }
+}
 
 #[async_trait]
 impl ShipmentTrackingConsumer for NoOp {
@@ -76,6 +91,11 @@ impl ShipmentTrackingConsumer for NoOp {
         _: Product,
         _: u64,
     ) -> HandlerResult {
+        if let Some((left, done)) = &self.countdown {
+            if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                done.notify_one();
+            }
+        }
         Ok(())
     }
     async fn packing(&self, _: &ConsumerContext, _: String, _: u64, _: u64) -> HandlerResult {
@@ -195,11 +215,85 @@ pub fn raw_publish(pipe: &mut redis::Pipeline, keys: &StreamKeys, i: u64, time: 
     Ok(())
 }
 
+/// The raw EVALSHA of the publish script (`scripts::PUBLISH`) for order `i` alone, on the
+/// keys of one stream (or partition): no TTL, one event, no ordering key.
+pub fn publish_call<'a>(
+    script: &'a Script,
+    keys: &StreamKeys,
+    i: u64,
+) -> Res<ScriptInvocation<'a>> {
+    let id = MessageId::new();
+    let [user, product, time] = raw_fields(i, now_ns())?;
+    let mut call = script.key(keys.stream());
+    call.key(keys.payload(&id))
+        .arg(0)
+        .arg(1)
+        .arg(id.to_string())
+        .arg(OPERATION)
+        .arg(0)
+        .arg(backbone_core::metadata::now_millis())
+        .arg("")
+        .arg(3);
+    for (name, value) in PARAMS.iter().zip([user, product, time]) {
+        call.arg(name).arg(value);
+    }
+    Ok(call)
+}
+
+/// Sends [`publish_call`] on `conn`; an error unless the script wrote the event.
+pub async fn raw_script_publish<C: ConnectionLike + Send>(
+    conn: &mut C,
+    script: &Script,
+    keys: &StreamKeys,
+    i: u64,
+) -> Res<()> {
+    let ids: Vec<Option<String>> = publish_call(script, keys, i)?.invoke_async(conn).await?;
+    if !matches!(ids.as_slice(), [Some(_)]) {
+        return Err("the raw publish script wrote nothing".into());
+    }
+    Ok(())
+}
+
+/// Runs `send(i)` for every `i` of `0..n`, from `tasks` tasks each keeping `depth` sends in
+/// flight; returns the time taken.
+pub async fn drive<F, Fut>(n: u64, tasks: u64, depth: usize, send: F) -> Res<Duration>
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Res<()>> + Send,
+{
+    let started = Instant::now();
+    let handles: Vec<_> = split(n, tasks)
+        .into_iter()
+        .map(|(from, count)| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                let sends = futures::stream::iter(from..from + count).map(&send);
+                let mut sends = sends.buffer_unordered(depth);
+                while let Some(sent) = sends.next().await {
+                    sent?;
+                }
+                Res::Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await??;
+    }
+    Ok(started.elapsed())
+}
+
 /// Pre-fills a stream with `n` events in the framework's layout: pipelines of 500 events, four
 /// at a time, each built on its own task.
 pub async fn fill(ctx: &Ctx, keys: &StreamKeys, n: u64) -> Res<()> {
+    fill_on(ctx.conn().await?, keys, n).await
+}
+
+/// [`fill`] on any connection (a cluster's too: every key of one stream shares a hash tag).
+pub async fn fill_on<C>(conn: C, keys: &StreamKeys, n: u64) -> Res<()>
+where
+    C: ConnectionLike + Clone + Send + 'static,
+{
     const CHUNK: u64 = 500;
-    let conn = ctx.conn().await?;
     let chunks = (0..n.div_ceil(CHUNK)).map(|c| {
         let (mut conn, keys) = (conn.clone(), keys.clone());
         tokio::spawn(async move {
@@ -219,8 +313,8 @@ pub async fn fill(ctx: &Ctx, keys: &StreamKeys, n: u64) -> Res<()> {
 }
 
 /// `XGROUP CREATE <stream> <group> <start> MKSTREAM`; an existing group is fine.
-pub async fn create_group(
-    conn: &mut MultiplexedConnection,
+pub async fn create_group<C: ConnectionLike + Send>(
+    conn: &mut C,
     stream: &str,
     group: &str,
     start: &str,
@@ -262,17 +356,43 @@ pub async fn raw_consume(
     group: &str,
     n: u64,
     deadline: Instant,
-    mut handle: impl FnMut(Vec<(String, Vec<u8>)>),
+    handle: impl FnMut(Vec<(String, Vec<u8>)>),
 ) -> Res<u64> {
     let mut reader = ctx.conn().await?;
     let mut commands = ctx.conn().await?;
-    create_group(&mut commands, stream, group, "0").await?;
+    let batch = ctx.opts.batch;
+    raw_consume_on(
+        &mut reader,
+        &mut commands,
+        stream,
+        group,
+        batch,
+        n,
+        deadline,
+        handle,
+    )
+    .await
+}
+
+/// [`raw_consume`] on given connections: `reader` for the blocking reads only.
+#[allow(clippy::too_many_arguments)]
+pub async fn raw_consume_on<C: ConnectionLike + Send>(
+    reader: &mut C,
+    commands: &mut C,
+    stream: &str,
+    group: &str,
+    batch: usize,
+    n: u64,
+    deadline: Instant,
+    mut handle: impl FnMut(Vec<(String, Vec<u8>)>),
+) -> Res<u64> {
+    create_group(commands, stream, group, "0").await?;
     let mut handled = 0u64;
     while handled < n {
         if Instant::now() > deadline {
             return Err(format!("raw consumer: {handled} of {n} events by the deadline").into());
         }
-        let count = (n - handled).min(ctx.opts.batch as u64);
+        let count = (n - handled).min(batch as u64);
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(group)
@@ -284,7 +404,7 @@ pub async fn raw_consume(
             .arg("STREAMS")
             .arg(stream)
             .arg(">")
-            .query_async(&mut reader)
+            .query_async(reader)
             .await?;
         let entries = parse_read(reply)?;
         if entries.is_empty() {
@@ -295,14 +415,14 @@ pub async fn raw_consume(
             pipe.cmd("HGETALL")
                 .arg(payload.as_deref().unwrap_or_default());
         }
-        let hashes: Vec<Vec<(String, Vec<u8>)>> = pipe.query_async(&mut commands).await?;
+        let hashes: Vec<Vec<(String, Vec<u8>)>> = pipe.query_async(commands).await?;
         hashes.into_iter().for_each(&mut handle);
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         redis::cmd("XACK")
             .arg(stream)
             .arg(group)
             .arg(&ids)
-            .query_async::<i64>(&mut commands)
+            .query_async::<i64>(commands)
             .await?;
         handled += entries.len() as u64;
     }
@@ -375,11 +495,25 @@ pub async fn measured(
     events: u64,
     work: impl std::future::Future<Output = Res<Duration>>,
 ) -> Res<Run> {
-    let before = redis_cpu(ctx).await?;
+    measured_by(|| redis_cpu(ctx), events, work).await
+}
+
+/// [`measured`] with Redis's CPU seconds read by `read_cpu` (e.g. summed over a cluster's
+/// masters).
+pub async fn measured_by<F, Fut>(
+    read_cpu: F,
+    events: u64,
+    work: impl std::future::Future<Output = Res<Duration>>,
+) -> Res<Run>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Res<f64>>,
+{
+    let before = read_cpu().await?;
     let client_before = client_cpu();
     let took = work.await?;
     let client_cpu = client_cpu().saturating_sub(client_before);
-    let after = redis_cpu(ctx).await?;
+    let after = read_cpu().await?;
     Ok(Run {
         events,
         took,
@@ -402,8 +536,12 @@ fn client_cpu() -> Duration {
 
 /// The Redis server's CPU seconds so far (all threads, user + sys).
 pub async fn redis_cpu(ctx: &Ctx) -> Res<f64> {
-    let mut conn = ctx.conn().await?;
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    server_cpu(&mut ctx.conn().await?).await
+}
+
+/// `used_cpu_user` + `used_cpu_sys` of `INFO cpu` of the server behind `conn`.
+pub async fn server_cpu(conn: &mut MultiplexedConnection) -> Res<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     let field = |name: &str| -> f64 {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}:")))

@@ -32,7 +32,7 @@ pub async fn framework(ctx: &Ctx, uri: &str, group: &str, n: u64) -> Res<Duratio
         .name("bench")
         .batch_size(ctx.opts.batch)
         .max_messages(n)
-        .subscribe_shipment_tracking_consumer(NoOp)
+        .subscribe_shipment_tracking_consumer(NoOp::default())
         .await?;
     tokio::time::timeout(limit(n), lifetime.completion())
         .await

@@ -40,7 +40,11 @@ impl Usage {
 async fn usage(ctx: &Ctx, keys: &StreamKeys) -> Res<Usage> {
     let mut conn = ctx.conn().await?;
     let tag = keys.stream().trim_end_matches(":events");
-    let found = scan(&mut conn, &format!("{tag}:*")).await?;
+    // The partition count the framework records (`…:partitions`, one per stream, since the
+    // partitioned streams) is not a per-event cost: left out.
+    let count_key = keys.partition_count();
+    let mut found = scan(&mut conn, &format!("{tag}:*")).await?;
+    found.retain(|key| *key != count_key);
     let mut usage = Usage {
         keys: found.len(),
         ..Usage::default()

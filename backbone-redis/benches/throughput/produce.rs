@@ -5,17 +5,16 @@
 //! reference also a raw EVALSHA of the same script with one event per call, which shows what
 //! coalescing sends gains.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backbone_redis::testing::unique_name;
 use backbone_redis::RedisProducerBuilder;
-use futures::StreamExt;
 use redis::Script;
 use serde_json::json;
 
-use crate::common::{client_us, cpu_us, measured, per_run, rate, split, Ctx, Res, Run, OPERATION};
-use crate::common::{now_ns, order, raw_fields, raw_publish};
-use crate::common::{ShipmentTrackingProducerBuilderExt, PARAMS};
+use crate::common::ShipmentTrackingProducerBuilderExt;
+use crate::common::{client_us, cpu_us, drive, measured, per_run, rate, Ctx, Res, Run};
+use crate::common::{now_ns, order, raw_publish, raw_script_publish};
 use crate::report::{eps, Row};
 use crate::scripts;
 
@@ -30,7 +29,6 @@ pub enum Writer {
 /// before the clock starts).
 pub async fn produce(ctx: &Ctx, writer: Writer, uri: &str, n: u64) -> Res<Duration> {
     let (tasks, depth) = (ctx.opts.tasks, ctx.opts.in_flight);
-    let parts = split(n, tasks);
     match writer {
         Writer::Framework => {
             let producer = RedisProducerBuilder::new()
@@ -39,85 +37,33 @@ pub async fn produce(ctx: &Ctx, writer: Writer, uri: &str, n: u64) -> Res<Durati
                 .uri(uri)
                 .build_shipment_tracking_producer()
                 .await?;
-            let started = Instant::now();
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|(from, count)| {
-                    let producer = producer.clone();
-                    tokio::spawn(async move {
-                        let producer = &producer;
-                        let sends = futures::stream::iter(from..from + count).map(|i| async move {
-                            let (user, product) = order(i);
-                            producer.order_placed(user, product, now_ns()).await
-                        });
-                        let mut sends = sends.buffer_unordered(depth);
-                        while let Some(sent) = sends.next().await {
-                            sent?;
-                        }
-                        Res::Ok(())
-                    })
-                })
-                .collect();
-            for handle in handles {
-                handle.await??;
-            }
-            Ok(started.elapsed())
+            drive(n, tasks, depth, move |i| {
+                let producer = producer.clone();
+                async move {
+                    let (user, product) = order(i);
+                    producer.order_placed(user, product, now_ns()).await?;
+                    Res::Ok(())
+                }
+            })
+            .await
         }
         Writer::RawPipeline | Writer::RawScript => {
             let conn = ctx.conn().await?;
             let keys = ctx.keys(uri);
             let script = Script::new(scripts::PUBLISH);
-            let started = Instant::now();
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|(from, count)| {
-                    let (conn, keys, script) = (conn.clone(), keys.clone(), script.clone());
-                    tokio::spawn(async move {
-                        let (keys, script) = (&keys, &script);
-                        let sends = futures::stream::iter(from..from + count).map(|i| {
-                            let mut conn = conn.clone();
-                            async move {
-                                if writer == Writer::RawPipeline {
-                                    let mut pipe = redis::pipe();
-                                    raw_publish(&mut pipe, keys, i, now_ns())?;
-                                    pipe.query_async::<(String,)>(&mut conn).await?;
-                                } else {
-                                    let id = backbone_core::MessageId::new();
-                                    let [user, product, time] = raw_fields(i, now_ns())?;
-                                    let mut call = script.key(keys.stream());
-                                    call.key(keys.payload(&id))
-                                        .arg(0)
-                                        .arg(1)
-                                        .arg(id.to_string())
-                                        .arg(OPERATION)
-                                        .arg(0)
-                                        .arg(backbone_core::metadata::now_millis())
-                                        .arg("")
-                                        .arg(3);
-                                    for (name, value) in PARAMS.iter().zip([user, product, time]) {
-                                        call.arg(name).arg(value);
-                                    }
-                                    let ids: Vec<Option<String>> =
-                                        call.invoke_async(&mut conn).await?;
-                                    if !matches!(ids.as_slice(), [Some(_)]) {
-                                        return Err("the raw publish script wrote nothing".into());
-                                    }
-                                }
-                                Res::Ok(())
-                            }
-                        });
-                        let mut sends = sends.buffer_unordered(depth);
-                        while let Some(sent) = sends.next().await {
-                            sent?;
-                        }
-                        Res::Ok(())
-                    })
-                })
-                .collect();
-            for handle in handles {
-                handle.await??;
-            }
-            Ok(started.elapsed())
+            drive(n, tasks, depth, move |i| {
+                let (mut conn, keys, script) = (conn.clone(), keys.clone(), script.clone());
+                async move {
+                    if writer == Writer::RawPipeline {
+                        let mut pipe = redis::pipe();
+                        raw_publish(&mut pipe, &keys, i, now_ns())?;
+                        pipe.query_async::<(String,)>(&mut conn).await?;
+                        return Ok(());
+                    }
+                    raw_script_publish(&mut conn, &script, &keys, i).await
+                }
+            })
+            .await
         }
     }
 }
