@@ -318,3 +318,98 @@ async fn an_idempotency_key_reused_across_partitions_is_refused() {
     }
     assert_eq!(store.version(&other).await.unwrap(), 0);
 }
+
+/// Creates ACL user `name` with `rules` on every node of the cluster; the seeds with it.
+async fn cluster_user(name: &str, password: &str, rules: &[String]) -> String {
+    let seeds = tokio::task::spawn_blocking(|| cluster().seed_urls())
+        .await
+        .unwrap();
+    for seed in &seeds {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg(name)
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{password}"));
+        for rule in rules {
+            for part in rule.split(' ') {
+                cmd.arg(part);
+            }
+        }
+        let _: () = cmd.query_async(&mut raw(seed).await).await.unwrap();
+    }
+    seeds
+        .iter()
+        .map(|s| s.replacen("://", &format!("://{name}:{password}@"), 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_rules_and_cluster_client_suffice_on_a_cluster() {
+    use backbone_redis::acl;
+    let (uri, _) = spread_uri("pacl").await;
+    let keys = acl::stream_patterns(&uri, PARTITIONS);
+    let producer_rule = [
+        acl::rule(acl::PRODUCER, &keys),
+        acl::CLUSTER_CLIENT.to_owned(),
+    ];
+    let consumer_rule = [
+        acl::rule(acl::CONSUMER, &keys),
+        acl::ORDERED_GROUP.to_owned(),
+        acl::CLUSTER_CLIENT.to_owned(),
+    ];
+    let producer_url = cluster_user("p-user", "Pw-producer-1", &producer_rule).await;
+    let consumer_url = cluster_user("c-user", "Pw-consumer-1", &consumer_rule).await;
+    let on = |url: &str| {
+        RedisSettings::new()
+            .url(url)
+            .cluster(true)
+            .uri(&uri)
+            .partitions(PARTITIONS)
+    };
+    let producer = RedisProducerBuilder::new()
+        .settings(on(&producer_url))
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .settings(on(&consumer_url))
+        .group("g")
+        .name("acl")
+        .ordered(true)
+        .lease_ttl(Duration::from_millis(500))
+        .block(BLOCK)
+        .subscribe_ticks_consumer(recorder("acl", &tx))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for n in 0..60u64 {
+        sent.push(
+            producer
+                .with_key(format!("k{}", n % 12))
+                .tick(n)
+                .await
+                .unwrap(),
+        );
+    }
+    let seen = gather(&mut rx, &sent, Duration::from_secs(20), SETTLE).await;
+    assert_exactly_once(&sent, &ids(&seen));
+    stop("acl", lifetime).await;
+    // Without the cluster's own commands, a cluster connection is refused.
+    let bare = cluster_user("bare-user", "Pw-bare-1", &[acl::rule(acl::PRODUCER, &keys)]).await;
+    let refused = RedisProducerBuilder::new()
+        .settings(on(&bare))
+        .build_ticks_producer()
+        .await;
+    let text = match refused {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a user without +cluster|slots connected to the cluster"),
+    };
+    eprintln!("a user without the cluster commands: {text}");
+    assert!(
+        text.contains("cluster|slots") && !text.contains("Pw-bare-1"),
+        "{text}"
+    );
+}
