@@ -223,3 +223,113 @@ async fn per_key_order_holds_across_processes_when_one_is_killed() {
     );
     assert!(by_consumer.len() >= 2, "{by_consumer:?}");
 }
+
+/// Records `(consumer, key, n)`.
+#[derive(Clone)]
+struct Local {
+    name: &'static str,
+    tx: tokio::sync::mpsc::UnboundedSender<(&'static str, String, u64)>,
+}
+
+#[async_trait]
+impl TicksConsumer for Local {
+    async fn tick(&self, ctx: &ConsumerContext, n: u64) -> HandlerResult {
+        let key = ctx.metadata().key.clone().unwrap_or_default();
+        self.tx.send((self.name, key, n))?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_move_when_members_join_and_leave() {
+    let url = tokio::task::spawn_blocking(|| cluster().url())
+        .await
+        .unwrap();
+    let uri = unique_name("rebalance");
+    let on = settings(&url, &uri);
+    let producer = RedisProducerBuilder::new()
+        .settings(on.clone())
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let member = |name: &'static str| {
+        RedisConsumerBuilder::new()
+            .settings(on.clone())
+            .group("g")
+            .name(name)
+            .ordered(true)
+            .lease_ttl(Duration::from_millis(600))
+            .block(Duration::from_millis(100))
+            .subscribe_ticks_consumer(Local {
+                name,
+                tx: tx.clone(),
+            })
+    };
+    let keyed: Vec<TicksProducer> = (0..12)
+        .map(|k| producer.with_key(format!("k{k}")))
+        .collect();
+    let mut next = 0u64;
+    // Sends a round of one event per key and returns who handled which partitions.
+    let round = |next: &mut u64| {
+        let n = *next;
+        *next += 1;
+        let keyed = &keyed;
+        async move {
+            for p in keyed {
+                p.tick(n).await.unwrap();
+            }
+        }
+    };
+    let layout = on.layout().unwrap();
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let owners = |records: &[(&'static str, String, u64)]| {
+        let mut owners: BTreeMap<&'static str, HashSet<u16>> = BTreeMap::new();
+        for (name, key, _) in records {
+            owners.entry(name).or_default().insert(layout.for_key(key));
+        }
+        owners
+    };
+    let phase = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>, count: usize| {
+        let mut got = Vec::new();
+        while let Ok((name, key, n)) = rx.try_recv() {
+            got.push((name, key, n));
+        }
+        assert!(got.len() <= count);
+        got
+    };
+
+    let a = member("a").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    round(&mut next).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alone = phase(&mut rx, 12);
+    assert_eq!(alone.len(), 12, "{alone:?}");
+    assert_eq!(owners(&alone).keys().copied().collect::<Vec<_>>(), ["a"]);
+
+    let b = member("b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // b joins; a hands partitions over
+    round(&mut next).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let both = phase(&mut rx, 12);
+    assert_eq!(both.len(), 12, "{both:?}");
+    let split = owners(&both);
+    assert_eq!(split.len(), 2, "after b joined: {split:?}");
+    assert!(split["a"].is_disjoint(&split["b"]), "{split:?}");
+
+    a.shutdown().await.unwrap(); // a leaves: b takes everything
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    round(&mut next).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = phase(&mut rx, 12);
+    assert_eq!(after.len(), 12, "{after:?}");
+    assert_eq!(owners(&after).keys().copied().collect::<Vec<_>>(), ["b"]);
+    b.shutdown().await.unwrap();
+
+    for (_, key, n) in alone.iter().chain(&both).chain(&after) {
+        seen.entry(key.clone()).or_default().push(*n);
+    }
+    for (key, ns) in &seen {
+        assert_eq!(ns, &[0, 1, 2], "key {key}");
+    }
+}

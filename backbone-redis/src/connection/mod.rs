@@ -1,4 +1,4 @@
-//! The connections backbone opens, and the only place that opens them. A [`Connection`]
+//! The connections backbone opens, and the only place that opens them. A `Connection`
 //! reaches one server (a multiplexed connection that names itself with `CLIENT SETNAME` and
 //! connects again after it broke) or a Redis Cluster (redis-rs's cluster client: each command
 //! goes to the master of its slot, following `MOVED`, `ASK` and failovers). Where to connect
