@@ -13,7 +13,7 @@ use backbone_redis::keys::StreamKeys;
 use backbone_redis::settings::RedisSettings;
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{unique_name, RedisCluster};
-use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin};
+use backbone_redis::{DeadLetters, StreamAdmin};
 use common::delivery::*;
 use common::*;
 use tokio::sync::mpsc;
@@ -45,17 +45,6 @@ fn uris_on_every_master(prefix: &str, count: usize) -> Vec<String> {
     uris
 }
 
-fn consumer_on(settings: RedisSettings, group: &str, name: &str) -> RedisConsumerBuilder {
-    RedisConsumerBuilder::new()
-        .settings(settings)
-        .group(group)
-        .name(name)
-        .block(BLOCK)
-        .retry(RETRY)
-        .claim_min_idle(NO_CLAIM)
-        .shutdown_grace(Duration::from_secs(5))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contracts_on_every_master_deliver_everything() {
     init_tracing();
@@ -64,26 +53,15 @@ async fn contracts_on_every_master_deliver_everything() {
         .unwrap();
     for uri in uris {
         let settings = settings(&uri).await;
-        let producer = RedisProducerBuilder::new()
-            .settings(settings.clone())
-            .build_ticks_producer()
-            .await
-            .unwrap();
+        let producer = ticks_producer(settings.clone()).await;
         let sent = send(&producer, 0..100).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut lifetimes = Vec::new();
-        for name in ["a", "b"] {
-            let lifetime = consumer_on(settings.clone(), "g", name)
-                .subscribe_ticks_consumer(recorder(name, &tx))
-                .await
-                .unwrap();
-            lifetimes.push(lifetime);
-        }
+        let lifetimes = start_group(&settings, "g", &["a", "b"], &tx).await;
         let more = send(&producer, 100..200).await;
         let sent: Vec<_> = sent.into_iter().chain(more).collect();
         let seen = gather(&mut rx, &sent, Duration::from_secs(20), SETTLE).await;
         assert_exactly_once(&sent, &ids(&seen));
-        stop_all(&uri, lifetimes).await;
+        stop_all(&uri, lifetimes.into_iter().map(|(_, l)| l).collect()).await;
     }
 }
 
@@ -92,15 +70,11 @@ async fn failing_events_are_dead_lettered_replayed_and_trimmed() {
     init_tracing();
     let uri = unique_name("dead");
     let settings = settings(&uri).await;
-    let producer = RedisProducerBuilder::new()
-        .settings(settings.clone())
-        .build_ticks_producer()
-        .await
-        .unwrap();
+    let producer = ticks_producer(settings.clone()).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut failing = recorder("f", &tx);
     failing.fail = |n| n % 10 == 0;
-    let lifetime = consumer_on(settings.clone(), "g", "f")
+    let lifetime = consumer_with(settings.clone(), "g", "f")
         .retry(quick_retry(2))
         .subscribe_ticks_consumer(failing)
         .await
@@ -120,7 +94,7 @@ async fn failing_events_are_dead_lettered_replayed_and_trimmed() {
 
     // Replayed to a consumer that succeeds, every dead letter arrives.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = consumer_on(settings.clone(), "g", "ok")
+    let lifetime = consumer_with(settings.clone(), "g", "ok")
         .subscribe_ticks_consumer(recorder("ok", &tx))
         .await
         .unwrap();
@@ -143,11 +117,7 @@ async fn a_stalled_consumers_entries_are_claimed() {
     init_tracing();
     let uri = unique_name("claim");
     let settings = settings(&uri).await;
-    let producer = RedisProducerBuilder::new()
-        .settings(settings.clone())
-        .build_ticks_producer()
-        .await
-        .unwrap();
+    let producer = ticks_producer(settings.clone()).await;
     // A consumer that reads the events, never finishes one, and dies with its runtime: the
     // entries stay pending under its name until another consumer claims them.
     let stalled = settings.clone();
@@ -155,7 +125,7 @@ async fn a_stalled_consumers_entries_are_claimed() {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
-            let _lifetime = consumer_on(stalled, "g", "hang")
+            let _lifetime = consumer_with(stalled, "g", "hang")
                 .subscribe_ticks_consumer(Hang)
                 .await
                 .unwrap();
@@ -165,7 +135,7 @@ async fn a_stalled_consumers_entries_are_claimed() {
     .join()
     .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = consumer_on(settings.clone(), "g", "claimer")
+    let lifetime = consumer_with(settings.clone(), "g", "claimer")
         .claim_min_idle(CLAIM)
         .subscribe_ticks_consumer(recorder("claimer", &tx))
         .await

@@ -68,14 +68,7 @@ async fn durable_sends_under_load_survive_a_failover_of_their_master() {
         .await
         .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut lifetimes = Vec::new();
-    for name in ["a", "b"] {
-        let lifetime = consumer_on(settings.clone(), "g", name)
-            .subscribe_ticks_consumer(recorder(name, &tx))
-            .await
-            .unwrap();
-        lifetimes.push((name.to_owned(), lifetime));
-    }
+    let lifetimes = start_group(&settings, "g", &["a", "b"], &tx).await;
 
     // 4 senders × 500 ticks, 5 ms apart; the master is killed once 600 are acknowledged.
     let acked = Arc::new(AtomicUsize::new(0));

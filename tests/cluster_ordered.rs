@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use backbone_core::{async_trait, ConsumerContext, HandlerResult, StreamAddress};
-use backbone_redis::layout::Layout;
+use backbone_core::{async_trait, ConsumerContext, HandlerResult};
 use backbone_redis::settings::RedisSettings;
 use backbone_redis::testing::{unique_name, RedisCluster};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
@@ -114,18 +113,7 @@ fn spawn_child(url: &str, uri: &str, name: &str, results: &str) -> Child {
 async fn per_key_order_holds_across_processes_when_one_is_killed() {
     let (url, uri) = tokio::task::spawn_blocking(|| {
         let cluster = cluster();
-        loop {
-            let uri = unique_name("ordered");
-            let layout = Layout::new(&StreamAddress::new(None, &uri).unwrap(), PARTITIONS).unwrap();
-            let masters: HashSet<String> = layout
-                .partitions()
-                .iter()
-                .map(|keys| cluster.master_for_key(keys.stream()).unwrap().unwrap())
-                .collect();
-            if masters.len() == 3 {
-                return (cluster.url(), uri);
-            }
-        }
+        (cluster.url(), spread_uri(cluster, "ordered", PARTITIONS))
     })
     .await
     .unwrap();

@@ -12,7 +12,6 @@ use std::time::Duration;
 use backbone_core::partition::partition_for;
 use backbone_core::store::{AppendOptions, ExpectedVersion};
 use backbone_core::{Error, StreamAddress};
-use backbone_redis::layout::Layout;
 use backbone_redis::settings::RedisSettings;
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name, RedisCluster};
@@ -34,19 +33,9 @@ async fn spread_uri(prefix: &str) -> (String, RedisSettings) {
     let prefix = prefix.to_owned();
     tokio::task::spawn_blocking(move || {
         let cluster = cluster();
-        loop {
-            let uri = unique_name(&prefix);
-            let layout = Layout::new(&StreamAddress::new(None, &uri).unwrap(), PARTITIONS).unwrap();
-            let masters: HashSet<String> = layout
-                .partitions()
-                .iter()
-                .map(|keys| cluster.master_for_key(keys.stream()).unwrap().unwrap())
-                .collect();
-            if masters.len() == 3 {
-                let settings = cluster.settings().uri(&uri).partitions(PARTITIONS);
-                return (uri, settings);
-            }
-        }
+        let uri = common::spread_uri(cluster, &prefix, PARTITIONS);
+        let settings = cluster.settings().uri(&uri).partitions(PARTITIONS);
+        (uri, settings)
     })
     .await
     .unwrap()

@@ -41,14 +41,7 @@ async fn a_slot_migrated_while_producing_and_consuming_loses_and_stalls_nothing(
         .await
         .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut lifetimes = Vec::new();
-    for name in ["a", "b"] {
-        let lifetime = consumer_on(settings.clone(), "g", name)
-            .subscribe_ticks_consumer(recorder(name, &tx))
-            .await
-            .unwrap();
-        lifetimes.push((name.to_owned(), lifetime));
-    }
+    let lifetimes = start_group(&settings, "g", &["a", "b"], &tx).await;
 
     // 4 senders × 500 ticks, 5 ms apart; the slot moves once 500, 1000 and 1500 are
     // acknowledged.

@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backbone_core::{ConsumerLifetime, MessageId};
-use backbone_redis::settings::RedisSettings;
-use backbone_redis::RedisConsumerBuilder;
 use tokio::time::Instant;
 
-use crate::common::delivery::*;
 use crate::common::*;
 
 /// One send's outcome and when it started and ended.
@@ -142,18 +139,6 @@ pub async fn wait_acked(acked: &AtomicUsize, n: usize, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// A consumer with the fast settings of the delivery tests, no claiming expected.
-pub fn consumer_on(settings: RedisSettings, group: &str, name: &str) -> RedisConsumerBuilder {
-    RedisConsumerBuilder::new()
-        .settings(settings)
-        .group(group)
-        .name(name)
-        .block(BLOCK)
-        .retry(RETRY)
-        .claim_min_idle(NO_CLAIM)
-        .shutdown_grace(Duration::from_secs(5))
 }
 
 /// Panics naming every consumer of `lifetimes` that has stopped.

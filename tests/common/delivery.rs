@@ -9,7 +9,7 @@ use backbone_redis::RedisConsumerBuilder;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
-use super::{Seen, TickRecorder};
+use super::{Seen, TickRecorder, TicksConsumerBuilderExt};
 
 /// `XREADGROUP` BLOCK of every consumer here: short, for prompt shutdowns.
 pub const BLOCK: Duration = Duration::from_millis(150);
@@ -38,9 +38,23 @@ pub fn init_tracing() {
 
 /// A consumer with the fast settings above; no claiming expected (`NO_CLAIM`).
 pub fn consumer(url: &str, uri: &str, group: &str, name: &str) -> RedisConsumerBuilder {
+    consumer_with(
+        backbone_redis::settings::RedisSettings::new()
+            .url(url)
+            .uri(uri),
+        group,
+        name,
+    )
+}
+
+/// [`consumer`] with `settings` (a cluster's, a partitioned stream's, …).
+pub fn consumer_with(
+    settings: backbone_redis::settings::RedisSettings,
+    group: &str,
+    name: &str,
+) -> RedisConsumerBuilder {
     RedisConsumerBuilder::new()
-        .url(url)
-        .uri(uri)
+        .settings(settings)
         .group(group)
         .name(name)
         .block(BLOCK)
@@ -51,6 +65,24 @@ pub fn consumer(url: &str, uri: &str, group: &str, name: &str) -> RedisConsumerB
 
 pub fn recorder(label: &str, tx: &UnboundedSender<Seen>) -> TickRecorder {
     TickRecorder::new(label, tx.clone())
+}
+
+/// Starts one [`consumer_with`] per name in `group`, each recording to `tx`.
+pub async fn start_group(
+    settings: &backbone_redis::settings::RedisSettings,
+    group: &str,
+    names: &[&str],
+    tx: &UnboundedSender<Seen>,
+) -> Vec<(String, ConsumerLifetime)> {
+    let mut lifetimes = Vec::new();
+    for name in names {
+        let lifetime = consumer_with(settings.clone(), group, name)
+            .subscribe_ticks_consumer(recorder(name, tx))
+            .await
+            .unwrap();
+        lifetimes.push((name.to_string(), lifetime));
+    }
+    lifetimes
 }
 
 /// Shuts `lifetime` down, requiring `Ok` within [`SHUTDOWN`].

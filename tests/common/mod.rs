@@ -297,6 +297,38 @@ impl redis::aio::ConnectionLike for Raw {
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A producer of ticks with `settings`.
+pub async fn ticks_producer(settings: backbone_redis::settings::RedisSettings) -> TicksProducer {
+    backbone_redis::RedisProducerBuilder::new()
+        .settings(settings)
+        .build_ticks_producer()
+        .await
+        .unwrap()
+}
+
+/// A new uri (from `prefix`) whose `partitions` partitions are served by every master of
+/// `cluster` (blocking: call it from `spawn_blocking`).
+pub fn spread_uri(
+    cluster: &backbone_redis::testing::RedisCluster,
+    prefix: &str,
+    partitions: u16,
+) -> String {
+    let masters = cluster.master_urls().unwrap().len();
+    loop {
+        let uri = backbone_redis::testing::unique_name(prefix);
+        let address = backbone_core::StreamAddress::new(None, &uri).unwrap();
+        let layout = backbone_redis::layout::Layout::new(&address, partitions).unwrap();
+        let owners: HashSet<String> = layout
+            .partitions()
+            .iter()
+            .map(|keys| cluster.master_for_key(keys.stream()).unwrap().unwrap())
+            .collect();
+        if owners.len() == masters {
+            return uri;
+        }
+    }
+}
+
 /// `f64`s that must come back bit for bit: subnormals, the smallest normal, a sum that is not
 /// 0.3, the largest magnitudes, a negative zero, and a value with many significant digits.
 /// (`-1.5e-300` once came back as `-1.4999999999999998e-300`.)
