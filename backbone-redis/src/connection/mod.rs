@@ -1,4 +1,4 @@
-//! The connections backbone opens, and the only place that opens them. A `Connection`
+//! The connections backbone opens, and the only place that opens them. A [`Connection`]
 //! reaches one server (a multiplexed connection that names itself with `CLIENT SETNAME` and
 //! connects again after it broke) or a Redis Cluster (redis-rs's cluster client: each command
 //! goes to the master of its slot, following `MOVED`, `ASK` and failovers). Where to connect
@@ -57,9 +57,13 @@ pub(crate) enum Target {
     Cluster(ClusterSeeds),
 }
 
-/// A connection to one server or to a cluster. Cheap to clone; clones share the connection.
+/// A connection to one server or to a cluster, for commands of your own (tools such as the
+/// `backbone` CLI): it implements redis-rs's `ConnectionLike`, so `query_async` and
+/// `AsyncCommands` work on it. Open one with
+/// [`RedisSettings::open_connection`](crate::settings::RedisSettings::open_connection). Cheap to
+/// clone; clones share the connection.
 #[derive(Clone)]
-pub(crate) struct Connection {
+pub struct Connection {
     kind: Kind,
     about: Arc<About>,
 }

@@ -290,7 +290,12 @@ impl RedisSettings {
     }
 
     /// Whether these settings reach a Redis Cluster (set, else `$REDIS_CLUSTER`).
-    pub(crate) fn is_cluster(&self) -> bool {
+    ///
+    /// ```
+    /// let settings = backbone_redis::settings::RedisSettings::new().cluster(true);
+    /// assert!(settings.is_cluster());
+    /// ```
+    pub fn is_cluster(&self) -> bool {
         self.cluster
             .or_else(|| env_var("REDIS_CLUSTER").map(|v| is_yes(&v)))
             .unwrap_or(false)
@@ -298,6 +303,28 @@ impl RedisSettings {
 
     fn resolved_url(&self) -> String {
         self.url.clone().unwrap_or_else(default_url)
+    }
+
+    /// A connection for commands of your own (not a blocking read), named
+    /// `bb:<role>:<address>` unless a client name is set: what tools built on backbone (the
+    /// `backbone` CLI) use to reach Redis the way the builders do.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), backbone_core::Error> {
+    /// let settings = backbone_redis::settings::RedisSettings::from_env().uri("orders");
+    /// let mut connection = settings.open_connection("cli").await?;
+    /// let n: u64 = redis::cmd("XLEN").arg("bb:{orders}:events").query_async(&mut connection).await
+    ///     .map_err(|e| backbone_core::Error::channel("XLEN", e))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn open_connection(&self, role: &str) -> Result<Connection, Error> {
+        let address = self.address().map(|a| a.to_string()).unwrap_or_default();
+        let parts: Vec<&str> = [address.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        self.connect(role, &parts).await
     }
 
     /// A connection for non-blocking commands, named after `role` and `parts`.

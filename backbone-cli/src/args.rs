@@ -1,0 +1,112 @@
+//! The command line: global settings and one subcommand each.
+
+use clap::{Args, Parser, Subcommand};
+
+/// See and operate backbone's Redis streams.
+#[derive(Debug, Parser)]
+#[command(name = "backbone", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where to connect and how to print.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The Redis URL (or a cluster's comma-separated seeds); default `$REDIS_URL`, else
+    /// redis://127.0.0.1:6379. TLS material comes from REDIS_TLS_CA, REDIS_TLS_CERT, REDIS_TLS_KEY.
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// The URL names a Redis Cluster (default: `$REDIS_CLUSTER`).
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    /// The streams' environment.
+    #[arg(long, short = 'e', global = true)]
+    pub environment: Option<String>,
+    /// One JSON document per line instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every backbone stream: environment, uri, partition, length, first and last entry, groups.
+    Streams,
+    /// The groups of a stream: lag, pending, last delivered, and their consumers' idle times.
+    Groups {
+        /// The stream's uri.
+        uri: String,
+    },
+    /// The entries a group holds: by whom, for how long, how often delivered.
+    Pending {
+        /// The stream's uri.
+        uri: String,
+        /// The group.
+        group: String,
+    },
+    /// One event, whole: its entry and its decoded parameters.
+    Show {
+        /// The stream's uri.
+        uri: String,
+        /// A stream id (`1700000000000-0`) or a message id (a UUID).
+        id: String,
+    },
+    /// A group's dead letters.
+    Dead {
+        #[command(subcommand)]
+        action: Dead,
+    },
+    /// Safe trimming: never removes what a group has pending or has not read yet.
+    Trim {
+        /// The stream's uri.
+        uri: String,
+        /// Keep about this many entries.
+        #[arg(long, conflicts_with = "before", required_unless_present = "before")]
+        max_len: Option<u64>,
+        /// Remove the entries before this stream id.
+        #[arg(long)]
+        before: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Dead {
+    /// The dead letters, oldest first.
+    List { uri: String, group: String },
+    /// One dead letter, whole.
+    Show {
+        uri: String,
+        group: String,
+        /// The dead letter's id.
+        id: String,
+    },
+    /// Sends dead letters to the stream again.
+    Replay {
+        uri: String,
+        group: String,
+        /// The dead letter's id (or `--all`).
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Deletes dead letters.
+    Purge {
+        uri: String,
+        group: String,
+        /// The dead letter's id (or `--all`).
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}

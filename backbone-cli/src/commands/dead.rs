@@ -1,0 +1,183 @@
+//! `backbone dead list|show|replay|purge <uri> <group> [id|--all]`: a group's dead letters,
+//! on every partition of the stream.
+
+use backbone_redis::{DeadLetterEntry, DeadLetters};
+use serde_json::{Map, Value};
+
+use super::{confirm, field_json, pairs, text, Stream};
+use crate::args::{Dead, Global};
+use crate::error::{redis, Failure};
+use crate::output::Output;
+
+pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure> {
+    let (uri, group) = match action {
+        Dead::List { uri, group }
+        | Dead::Show { uri, group, .. }
+        | Dead::Replay { uri, group, .. }
+        | Dead::Purge { uri, group, .. } => (uri, group),
+    };
+    let stream = Stream::find(g, uri).await?;
+    require_group(&stream, group).await?;
+    let partitions = DeadLetters::open_partitions(&stream.settings, group).await?;
+    match action {
+        Dead::List { .. } => list(&partitions, out).await,
+        Dead::Show { id, .. } => {
+            for dead in &partitions {
+                if let Some(entry) = dead.get(id).await? {
+                    out.document(&describe(dead, &entry, true));
+                    return Ok(());
+                }
+            }
+            Err(Failure::NotFound(format!(
+                "dead letter {id} of group {group}"
+            )))
+        }
+        Dead::Replay { id, all, yes, .. } => {
+            let target = target(id.as_deref(), *all)?;
+            confirm(&format!("replay {target} of group {group} on {uri}?"), *yes)?;
+            let mut replayed = Vec::new();
+            for dead in &partitions {
+                match id {
+                    Some(id) if dead.get(id).await?.is_some() => {
+                        replayed.push(dead.replay(id).await?);
+                    }
+                    Some(_) => {}
+                    None => {
+                        let n = dead.replay_all().await?;
+                        replayed.extend((0..n).map(|_| String::new()));
+                    }
+                }
+            }
+            if id.is_some() && replayed.is_empty() {
+                return Err(Failure::NotFound(format!(
+                    "dead letter {target} of group {group}"
+                )));
+            }
+            let mut doc = Map::new();
+            doc.insert("replayed".into(), Value::from(replayed.len()));
+            if let Some(new_id) = replayed.first().filter(|id| !id.is_empty()) {
+                doc.insert("stream_id".into(), Value::from(new_id.as_str()));
+            }
+            out.document(&doc);
+            Ok(())
+        }
+        Dead::Purge { id, all, yes, .. } => {
+            let target = target(id.as_deref(), *all)?;
+            confirm(
+                &format!("delete {target} of group {group} on {uri}? This cannot be undone"),
+                *yes,
+            )?;
+            let mut purged = 0u64;
+            for dead in &partitions {
+                match id {
+                    Some(id) => purged += u64::from(dead.purge(id).await?),
+                    None => purged += dead.purge_all().await?,
+                }
+            }
+            if id.is_some() && purged == 0 {
+                return Err(Failure::NotFound(format!(
+                    "dead letter {target} of group {group}"
+                )));
+            }
+            let mut doc = Map::new();
+            doc.insert("purged".into(), Value::from(purged));
+            out.document(&doc);
+            Ok(())
+        }
+    }
+}
+
+/// What a replay or purge acts on: one id, or `--all`.
+fn target(id: Option<&str>, all: bool) -> Result<String, Failure> {
+    match (id, all) {
+        (Some(id), _) => Ok(format!("dead letter {id}")),
+        (None, true) => Ok("every dead letter".into()),
+        (None, false) => Err(Failure::Usage("give a dead letter's id or --all".into())),
+    }
+}
+
+async fn list(partitions: &[DeadLetters], out: &Output) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    for dead in partitions {
+        let mut after: Option<String> = None;
+        loop {
+            let page = dead.list(after.as_deref(), 500).await?;
+            let done = page.len() < 500;
+            after = page.last().map(|e| e.id.clone());
+            rows.extend(page.iter().map(|entry| describe(dead, entry, false)));
+            if done {
+                break;
+            }
+        }
+    }
+    if rows.is_empty() {
+        out.note("no dead letters");
+        return Ok(());
+    }
+    let columns = [
+        "id",
+        "stream_id",
+        "operation",
+        "consumer",
+        "deliveries",
+        "reason",
+    ];
+    out.rows(&columns, &rows);
+    Ok(())
+}
+
+fn describe(dead: &DeadLetters, entry: &DeadLetterEntry, whole: bool) -> Map<String, Value> {
+    let mut doc = Map::new();
+    doc.insert("dead_letters".into(), Value::from(dead.key()));
+    doc.insert("id".into(), Value::from(entry.id.as_str()));
+    doc.insert("stream_id".into(), Value::from(entry.stream_id.as_str()));
+    doc.insert(
+        "message_id".into(),
+        entry
+            .message_id
+            .map_or(Value::Null, |m| Value::from(m.to_string())),
+    );
+    doc.insert(
+        "operation".into(),
+        entry.operation.clone().map_or(Value::Null, Value::from),
+    );
+    doc.insert(
+        "version".into(),
+        entry.version.map_or(Value::Null, Value::from),
+    );
+    doc.insert("group".into(), Value::from(entry.group.as_str()));
+    doc.insert("consumer".into(), Value::from(entry.consumer.as_str()));
+    doc.insert("deliveries".into(), Value::from(entry.deliveries));
+    doc.insert("reason".into(), Value::from(entry.reason.as_str()));
+    doc.insert("dead_at".into(), Value::from(entry.dead_at));
+    if whole {
+        let fields: Map<String, Value> = entry
+            .fields
+            .iter()
+            .map(|(name, value)| (name.clone(), field_json(value)))
+            .collect();
+        doc.insert("fields".into(), Value::Object(fields));
+    }
+    doc
+}
+
+/// `NotFound` unless `group` exists on the stream's first partition.
+async fn require_group(stream: &Stream, group: &str) -> Result<(), Failure> {
+    let key = stream.layout.partition(0).stream();
+    let groups: Vec<::redis::Value> = ::redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(&mut stream.conn())
+        .await
+        .map_err(|e| redis(format!("XINFO GROUPS {key}"), e))?;
+    let found = groups.into_iter().any(|g| {
+        pairs(g)
+            .into_iter()
+            .any(|(name, value)| name == "name" && text(value) == group)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::NotFound(format!("group {group} on {key}")))
+    }
+}

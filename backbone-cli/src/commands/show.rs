@@ -1,0 +1,132 @@
+//! `backbone show <uri> <id>`: one event, whole — by stream id or by message id.
+
+use backbone_core::MessageId;
+use backbone_redis::keys::StreamKeys;
+use serde_json::{Map, Value};
+
+use super::{field_json, Stream};
+use crate::error::{redis, Failure};
+use crate::output::Output;
+
+/// A stream id, or a message id to look for.
+enum Wanted {
+    StreamId(String),
+    Message(MessageId),
+}
+
+fn parse(id: &str) -> Result<Wanted, Failure> {
+    let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once('-') {
+        Some((ms, seq)) if is_number(ms) && is_number(seq) => {
+            return Ok(Wanted::StreamId(id.to_owned()))
+        }
+        _ if is_number(id) => return Ok(Wanted::StreamId(format!("{id}-0"))),
+        _ => {}
+    }
+    id.parse::<MessageId>().map(Wanted::Message).map_err(|_| {
+        Failure::Usage(format!(
+            "{id:?} is neither a stream id (like 1700000000000-0) nor a message id (a UUID)"
+        ))
+    })
+}
+
+pub async fn run(stream: &Stream, id: &str, out: &Output) -> Result<(), Failure> {
+    let wanted = parse(id)?;
+    for (p, keys) in stream.layout.partitions().iter().enumerate() {
+        if let Some((entry_id, fields)) = find(stream, keys, &wanted).await? {
+            let mut doc = Map::new();
+            doc.insert("partition".into(), Value::from(p));
+            doc.insert("stream".into(), Value::from(keys.stream()));
+            doc.insert("stream_id".into(), Value::from(entry_id));
+            let mut payload = None;
+            for (name, value) in &fields {
+                let text = String::from_utf8_lossy(value).into_owned();
+                if name == backbone_redis::entry::PAYLOAD {
+                    payload = Some(text.clone());
+                }
+                doc.insert(name.clone(), Value::from(text));
+            }
+            let parameters = match payload {
+                Some(key) if key.starts_with(&keys.payload_prefix()) => {
+                    let hash: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut stream.conn())
+                        .await
+                        .map_err(|e| redis(format!("HGETALL {key}"), e))?;
+                    if hash.is_empty() {
+                        Value::from(format!(
+                            "missing: {key} does not exist (expired or trimmed)"
+                        ))
+                    } else {
+                        Value::Object(
+                            hash.into_iter()
+                                .map(|(name, value)| (name, field_json(&value)))
+                                .collect(),
+                        )
+                    }
+                }
+                Some(key) => Value::from(format!(
+                    "not read: {key} is outside this stream's payload hashes"
+                )),
+                None => Value::Object(Map::new()),
+            };
+            doc.insert("parameters".into(), parameters);
+            out.document(&doc);
+            return Ok(());
+        }
+    }
+    Err(Failure::NotFound(format!(
+        "entry {id} in {} ({} partition(s))",
+        stream.layout.address(),
+        stream.layout.count()
+    )))
+}
+
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// The entry of `keys`' stream that `wanted` names.
+async fn find(
+    stream: &Stream,
+    keys: &StreamKeys,
+    wanted: &Wanted,
+) -> Result<Option<(String, Fields)>, Failure> {
+    let key = keys.stream();
+    let range = |start: String, end: String, count: usize| {
+        let mut connection = stream.conn();
+        async move {
+            ::redis::cmd("XRANGE")
+                .arg(key)
+                .arg(start)
+                .arg(end)
+                .arg("COUNT")
+                .arg(count)
+                .query_async::<Vec<(String, Fields)>>(&mut connection)
+                .await
+                .map_err(|e| redis(format!("XRANGE {key}"), e))
+        }
+    };
+    match wanted {
+        Wanted::StreamId(id) => Ok(range(id.clone(), id.clone(), 1).await?.pop()),
+        Wanted::Message(message_id) => {
+            let wanted = message_id.to_string();
+            let mut start = "-".to_owned();
+            loop {
+                let page = range(start.clone(), "+".into(), 1000).await?;
+                let done = page.len() < 1000;
+                let last = page.last().map(|(id, _)| id.clone());
+                for (id, fields) in page {
+                    let hit = fields.iter().any(|(name, value)| {
+                        name == backbone_redis::entry::MESSAGE_ID && value == wanted.as_bytes()
+                    });
+                    if hit {
+                        return Ok(Some((id, fields)));
+                    }
+                }
+                match (done, last) {
+                    (false, Some(last)) => start = format!("({last}"),
+                    _ => return Ok(None),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `backbone trim <uri> --max-len N | --before ID`: safe trimming of every partition, with
+//! what it removed and what held it back.
+
+use backbone_redis::StreamAdmin;
+use serde_json::Value;
+
+use super::{confirm, object, Stream};
+use crate::error::Failure;
+use crate::output::Output;
+
+pub async fn run(
+    stream: &Stream,
+    max_len: Option<u64>,
+    before: Option<&str>,
+    yes: bool,
+    out: &Output,
+) -> Result<(), Failure> {
+    let what = match (max_len, before) {
+        (Some(n), _) => format!("to about {n} entries per partition"),
+        (None, Some(id)) => format!("before {id}"),
+        (None, None) => return Err(Failure::Usage("give --max-len N or --before ID".into())),
+    };
+    confirm(&format!("trim {} {what}?", stream.layout.address()), yes)?;
+    let mut rows = Vec::new();
+    for (p, admin) in StreamAdmin::open_partitions(&stream.settings)
+        .await?
+        .iter()
+        .enumerate()
+    {
+        let report = match (max_len, before) {
+            (Some(n), _) => admin.trim(n).await?,
+            (None, Some(id)) => admin.trim_before(id).await.map_err(|e| match e {
+                backbone_core::Error::Config(why) => Failure::Usage(why),
+                other => Failure::Backbone(other),
+            })?,
+            (None, None) => unreachable!("checked above"),
+        };
+        rows.push(object([
+            ("partition", Value::from(p)),
+            ("removed_entries", Value::from(report.entries)),
+            ("removed_payloads", Value::from(report.payloads)),
+            (
+                "held_back_by",
+                report.held_back_by.map_or(Value::Null, Value::from),
+            ),
+            ("length", Value::from(admin.len().await?)),
+        ]));
+    }
+    out.rows(
+        &[
+            "partition",
+            "removed_entries",
+            "removed_payloads",
+            "held_back_by",
+            "length",
+        ],
+        &rows,
+    );
+    Ok(())
+}
