@@ -53,6 +53,25 @@ pub enum Command {
         /// A stream id (`1700000000000-0`) or a message id (a UUID).
         id: String,
     },
+    /// Events as they arrive, with their decoded parameters (read with XREAD: no group is
+    /// touched).
+    Tail {
+        /// The stream's uri.
+        uri: String,
+        /// From the first entry instead of from now.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// An event-store aggregate's events and version.
+    Aggregate {
+        /// The stream's uri.
+        uri: String,
+        /// The aggregate's id.
+        id: String,
+    },
     /// A group's dead letters.
     Dead {
         #[command(subcommand)]

@@ -312,3 +312,105 @@ async fn an_acl_refusal_exits_4_without_showing_the_password() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_aggregate_and_partitions() {
+    use backbone_core::store::{AppendOptions, ExpectedVersion};
+    let url = url().await;
+    // tail: from the start, and live.
+    let uri = unique_name("cli-tail");
+    produce(&url, &uri, 3).await;
+    let old = json_lines(backbone(&url).args(["tail", &uri, "--from-start", "--count", "3"]));
+    let orders: Vec<&Value> = old.iter().map(|e| &e["parameters"]["order"]).collect();
+    assert_eq!(orders, [0, 1, 2]);
+    let live = {
+        let url = url.clone();
+        let uri = uri.clone();
+        tokio::task::spawn_blocking(move || {
+            json_lines(
+                backbone(&url)
+                    .args(["tail", &uri, "--count", "2"])
+                    .timeout(Duration::from_secs(20)),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await; // tail starts reading at "now"
+    produce(&url, &uri, 2).await;
+    let live = live.await.unwrap();
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(live.iter().all(|e| e["operation"] == "placed"));
+
+    // aggregate: an event-store aggregate's events, in its partition of a 3-partition store.
+    let uri = unique_name("cli-store");
+    let store = backbone_redis::store::EventStoreBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .partitions(3)
+        .build::<OrdersEvent>()
+        .await
+        .unwrap();
+    let events = [
+        OrdersEvent::Placed {
+            order: 7,
+            item: "a".into(),
+        },
+        OrdersEvent::Placed {
+            order: 8,
+            item: "b".into(),
+        },
+    ];
+    store
+        .append(
+            "acct-1",
+            ExpectedVersion::NoStream,
+            &events,
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let rows = json_lines(backbone(&url).args(["aggregate", &uri, "acct-1"]));
+    let versions: Vec<&Value> = rows.iter().map(|r| &r["version"]).collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(rows[1]["parameters"]["order"], 8);
+    fails(
+        backbone(&url).args(["aggregate", &uri, "acct-2"]),
+        3,
+        "aggregate acct-2",
+    );
+
+    // A partitioned contract: show finds an event in its partition; groups lists partitions.
+    let uri = unique_name("cli-parts");
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .partitions(3)
+        .build_orders_producer()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for order in 0..6 {
+        ids.push(
+            producer
+                .placed(order, "x".into())
+                .await
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let shown = json_lines(backbone(&url).args(["show", &uri, &ids[4]]));
+    assert_eq!(shown[0]["parameters"]["order"], 4);
+    assert!(
+        shown[0]["stream"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{uri}#")),
+        "{shown:?}"
+    );
+    let streams = json_lines(backbone(&url).arg("streams"));
+    let partitions: Vec<&Value> = streams
+        .iter()
+        .filter(|s| s["uri"] == uri.as_str())
+        .map(|s| &s["partition"])
+        .collect();
+    assert_eq!(partitions, [0, 1, 2]);
+}

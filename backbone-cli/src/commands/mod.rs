@@ -1,11 +1,13 @@
 //! One module per command; here the dispatch and what they share: the settings from the
 //! flags, and finding a stream (its partitions, its type) before touching it.
 
+mod aggregate;
 mod dead;
 mod groups;
 mod pending;
 mod show;
 mod streams;
+mod tail;
 mod trim;
 
 use std::io::{BufRead, Write};
@@ -30,6 +32,14 @@ pub async fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
         }
         Command::Show { uri, id } => show::run(&Stream::find(g, uri).await?, id, out).await,
         Command::Dead { action } => dead::run(g, action, out).await,
+        Command::Tail {
+            uri,
+            from_start,
+            count,
+        } => tail::run(&Stream::find(g, uri).await?, *from_start, *count, out).await,
+        Command::Aggregate { uri, id } => {
+            aggregate::run(&Stream::find(g, uri).await?, id, out).await
+        }
         Command::Trim {
             uri,
             max_len,

@@ -34,43 +34,9 @@ pub async fn run(stream: &Stream, id: &str, out: &Output) -> Result<(), Failure>
     let wanted = parse(id)?;
     for (p, keys) in stream.layout.partitions().iter().enumerate() {
         if let Some((entry_id, fields)) = find(stream, keys, &wanted).await? {
-            let mut doc = Map::new();
+            let mut doc = entry_document(stream, keys, &entry_id, &fields).await?;
             doc.insert("partition".into(), Value::from(p));
             doc.insert("stream".into(), Value::from(keys.stream()));
-            doc.insert("stream_id".into(), Value::from(entry_id));
-            let mut payload = None;
-            for (name, value) in &fields {
-                let text = String::from_utf8_lossy(value).into_owned();
-                if name == backbone_redis::entry::PAYLOAD {
-                    payload = Some(text.clone());
-                }
-                doc.insert(name.clone(), Value::from(text));
-            }
-            let parameters = match payload {
-                Some(key) if key.starts_with(&keys.payload_prefix()) => {
-                    let hash: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
-                        .arg(&key)
-                        .query_async(&mut stream.conn())
-                        .await
-                        .map_err(|e| redis(format!("HGETALL {key}"), e))?;
-                    if hash.is_empty() {
-                        Value::from(format!(
-                            "missing: {key} does not exist (expired or trimmed)"
-                        ))
-                    } else {
-                        Value::Object(
-                            hash.into_iter()
-                                .map(|(name, value)| (name, field_json(&value)))
-                                .collect(),
-                        )
-                    }
-                }
-                Some(key) => Value::from(format!(
-                    "not read: {key} is outside this stream's payload hashes"
-                )),
-                None => Value::Object(Map::new()),
-            };
-            doc.insert("parameters".into(), parameters);
             out.document(&doc);
             return Ok(());
         }
@@ -82,7 +48,54 @@ pub async fn run(stream: &Stream, id: &str, out: &Output) -> Result<(), Failure>
     )))
 }
 
-type Fields = Vec<(String, Vec<u8>)>;
+/// An entry's fields, name and value.
+pub type Fields = Vec<(String, Vec<u8>)>;
+
+/// An entry of `keys`' streams as a document: its id, its fields, and its parameters read
+/// from its payload hash (only a hash of this stream's own; a missing one is said so).
+pub async fn entry_document(
+    stream: &Stream,
+    keys: &StreamKeys,
+    entry_id: &str,
+    fields: &Fields,
+) -> Result<Map<String, Value>, Failure> {
+    let mut doc = Map::new();
+    doc.insert("stream_id".into(), Value::from(entry_id));
+    let mut payload = None;
+    for (name, value) in fields {
+        let text = String::from_utf8_lossy(value).into_owned();
+        if name == backbone_redis::entry::PAYLOAD {
+            payload = Some(text.clone());
+        }
+        doc.insert(name.clone(), Value::from(text));
+    }
+    let parameters = match payload {
+        Some(key) if key.starts_with(&keys.payload_prefix()) => {
+            let hash: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut stream.conn())
+                .await
+                .map_err(|e| redis(format!("HGETALL {key}"), e))?;
+            if hash.is_empty() {
+                Value::from(format!(
+                    "missing: {key} does not exist (expired or trimmed)"
+                ))
+            } else {
+                Value::Object(
+                    hash.into_iter()
+                        .map(|(name, value)| (name, field_json(&value)))
+                        .collect(),
+                )
+            }
+        }
+        Some(key) => Value::from(format!(
+            "not read: {key} is outside this stream's payload hashes"
+        )),
+        None => Value::Object(Map::new()),
+    };
+    doc.insert("parameters".into(), parameters);
+    Ok(doc)
+}
 
 /// The entry of `keys`' stream that `wanted` names.
 async fn find(
