@@ -11,6 +11,9 @@ use super::Stream;
 use crate::error::{redis, Failure};
 use crate::output::Output;
 
+/// An `XREAD` reply: per stream, its entries (nil when nothing came within the block).
+type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
+
 /// How long one `XREAD` blocks.
 const BLOCK: Duration = Duration::from_millis(500);
 
@@ -33,17 +36,16 @@ pub async fn run(
         };
         tokio::spawn(async move {
             loop {
-                let reply: Result<Option<Vec<(String, Vec<(String, Fields)>)>>, _> =
-                    ::redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(100)
-                        .arg("BLOCK")
-                        .arg(BLOCK.as_millis() as u64)
-                        .arg("STREAMS")
-                        .arg(&key)
-                        .arg(&after)
-                        .query_async(&mut connection)
-                        .await;
+                let reply: Result<ReadReply, _> = ::redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&key)
+                    .arg(&after)
+                    .query_async(&mut connection)
+                    .await;
                 let entries = match reply {
                     Ok(reply) => reply.unwrap_or_default().into_iter().flat_map(|(_, e)| e),
                     Err(e) => {
