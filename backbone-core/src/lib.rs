@@ -70,7 +70,7 @@ pub use contract::{Contract, ContractEvent, Dispatch, Operation};
 pub use error::{BoxError, Error};
 pub use handler::{FailureKind, HandlerError, HandlerResult};
 pub use id::MessageId;
-pub use lifetime::ConsumerLifetime;
+pub use lifetime::{ConsumerLifetime, Health, HealthProbe};
 pub use metadata::Metadata;
 pub use names::StreamAddress;
 pub use policy::{RetryPolicy, UnknownPolicy};

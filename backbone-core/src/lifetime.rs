@@ -1,5 +1,7 @@
 //! [`ConsumerLifetime`]: the handle of a running consumer.
 
+use std::sync::Arc;
+
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -10,10 +12,50 @@ use crate::Error;
 ///
 /// Dropping the lifetime asks the consumer to stop without waiting for it: keep the lifetime for
 /// as long as the consumer should run.
-#[derive(Debug)]
 pub struct ConsumerLifetime {
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), Error>>>,
+    probe: Option<Arc<dyn HealthProbe>>,
+}
+
+impl std::fmt::Debug for ConsumerLifetime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerLifetime")
+            .field("finished", &self.is_finished())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer's state for readiness and liveness probes ([`ConsumerLifetime::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Whether its last reads succeeded (on every partition).
+    pub connected: bool,
+    /// When it last read from its channel (a read that found nothing counts), ms since the
+    /// Unix epoch; `None` before its first read.
+    pub last_read_ms: Option<u64>,
+    /// Events it holds: read, not yet handled and acknowledged.
+    pub held: usize,
+    /// Why it stopped, once it has (`None` while it runs).
+    pub stopped: Option<String>,
+}
+
+impl Health {
+    /// Ready to take work: running and connected.
+    ///
+    /// ```
+    /// let health = backbone_core::lifetime::Health { connected: true, ..Default::default() };
+    /// assert!(health.is_ready());
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.connected && self.stopped.is_none()
+    }
+}
+
+/// What a channel's consumer reports its [`Health`] through.
+pub trait HealthProbe: Send + Sync {
+    /// The consumer's health now (`stopped` may be left `None`: the lifetime fills it in).
+    fn health(&self) -> Health;
 }
 
 impl ConsumerLifetime {
@@ -22,7 +64,42 @@ impl ConsumerLifetime {
         ConsumerLifetime {
             stop,
             task: Some(task),
+            probe: None,
         }
+    }
+
+    /// The same lifetime, reporting its health through `probe`; channels build these.
+    pub fn with_probe(mut self, probe: Arc<dyn HealthProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Whether the consumer is connected, when it last read, how many events it holds and
+    /// whether (and why) it stopped: for readiness and liveness probes.
+    ///
+    /// ```
+    /// # async fn run(lifetime: backbone_core::ConsumerLifetime) {
+    /// let health = lifetime.health();
+    /// if !health.is_ready() {
+    ///     eprintln!("not ready: {health:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        let mut health = match &self.probe {
+            Some(probe) => probe.health(),
+            None => Health {
+                connected: !self.is_finished(),
+                ..Health::default()
+            },
+        };
+        if self.is_finished() && health.stopped.is_none() {
+            health.stopped = Some("stopped".into());
+        }
+        if health.stopped.is_some() {
+            health.connected = false;
+        }
+        health
     }
 
     /// Stops reading, lets the event in hand finish and be acknowledged, then returns.

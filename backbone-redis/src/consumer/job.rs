@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub claim_min_idle: Duration,
     /// Where any task raises the error that ends the consumer.
     pub fatal: Arc<Fatal>,
+    /// What the consumer reports as its health (shared by its partitions).
+    pub health: Arc<super::health::Tracker>,
     /// The bytes held read but not yet handled, and the bound on them.
     pub budget: Budget,
 }

@@ -10,6 +10,7 @@ mod budget;
 mod claimer;
 mod fatal;
 mod fetch;
+mod health;
 mod job;
 mod messages;
 mod ordered;
@@ -331,6 +332,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         for keys in layout.partitions() {
             create_group(&mut commands, keys.stream(), &self.group).await?;
         }
+        let tracker = Arc::new(health::Tracker::default());
         if self.ordered {
             let stop = CancellationToken::new();
             let member = format!("{name}#{}", backbone_core::MessageId::new());
@@ -343,9 +345,10 @@ impl ConsumerBuilder for RedisConsumerBuilder {
                 member,
                 handler,
                 commands,
+                health: tracker.clone(),
             };
-            let task = tokio::spawn(ordered.run(stop.clone()));
-            return Ok(ConsumerLifetime::new(stop, task));
+            let task = tokio::spawn(tracked(tracker.clone(), ordered.run(stop.clone())));
+            return Ok(ConsumerLifetime::new(stop, task).with_probe(tracker));
         }
         let mut partitions = Vec::new();
         for keys in layout.partitions() {
@@ -356,6 +359,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             let stop = CancellationToken::new();
             let task = self.start_partition(
                 Part {
+                    health: tracker.clone(),
                     keys: keys.clone(),
                     address: address.clone(),
                     name: name.clone(),
@@ -369,16 +373,18 @@ impl ConsumerBuilder for RedisConsumerBuilder {
         }
         if partitions.len() == 1 {
             let (stop, task) = partitions.pop().expect("one partition");
-            return Ok(ConsumerLifetime::new(stop, task));
+            return Ok(ConsumerLifetime::new(stop, task).with_probe(tracker));
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(partitions::supervise(stop.clone(), partitions));
-        Ok(ConsumerLifetime::new(stop, task))
+        let supervised = partitions::supervise(stop.clone(), partitions);
+        let task = tokio::spawn(tracked(tracker.clone(), supervised));
+        Ok(ConsumerLifetime::new(stop, task).with_probe(tracker))
     }
 }
 
 /// What one partition's tasks are started with.
 struct Part {
+    health: Arc<health::Tracker>,
     keys: StreamKeys,
     address: StreamAddress,
     name: String,
@@ -414,6 +420,7 @@ impl RedisConsumerBuilder {
             on_unknown: self.on_unknown,
             claim_min_idle: self.claim_min_idle,
             fatal,
+            health: part.health.clone(),
             budget: Budget::new(self.max_buffered_bytes),
         });
         let (requests_tx, requests_rx) = mpsc::channel(worker::READS_AHEAD);
@@ -449,8 +456,20 @@ impl RedisConsumerBuilder {
             incoming: incoming_rx,
             tasks_stop,
         };
-        tokio::spawn(worker.run(stop))
+        tokio::spawn(tracked(part.health, worker.run(stop)))
     }
+}
+
+/// Runs `task`, recording the error it ends with as the consumer's reason to have stopped.
+async fn tracked(
+    health: Arc<health::Tracker>,
+    task: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
+    let result = task.await;
+    if let Err(e) = &result {
+        health.stop(e.to_string());
+    }
+    result
 }
 
 /// `XGROUP CREATE <stream> <group> 0 MKSTREAM`, ignoring BUSYGROUP: a group created at `0`

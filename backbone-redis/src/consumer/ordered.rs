@@ -40,6 +40,7 @@ pub(super) struct Ordered {
     pub handler: Arc<dyn EventHandler>,
     pub commands: Connection,
     pub lease_ttl: Duration,
+    pub health: Arc<super::health::Tracker>,
 }
 
 /// A partition this member owns (or is leaving).
@@ -216,6 +217,7 @@ impl Ordered {
         let stop = CancellationToken::new();
         let task = self.builder.start_partition(
             Part {
+                health: self.health.clone(),
                 keys,
                 address: self.address.clone(),
                 name: self.name.clone(),

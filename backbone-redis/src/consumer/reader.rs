@@ -37,6 +37,7 @@ impl Reader {
         // `Some(cursor)`: re-reading own pending entries after `cursor`; `None`: reading new ones.
         let mut pending: Option<String> = Some("0-0".into());
         let mut backoff = Backoff::read();
+        let mut failing = false;
         loop {
             let count = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -48,6 +49,13 @@ impl Reader {
                     result = self.read(pending.as_deref(), count) => result,
                     _ = stop.cancelled() => return,
                 };
+                match &result {
+                    Ok(_) => self.shared.health.read_ok(std::mem::take(&mut failing)),
+                    Err(_) => {
+                        self.shared.health.read_failed(failing);
+                        failing = true;
+                    }
+                }
                 match result {
                     Ok(entries) if entries.is_empty() => pending = None,
                     Ok(entries) => {

@@ -208,6 +208,7 @@ impl Worker {
         for job in jobs {
             if st.known.insert(job.id().to_owned()) {
                 self.shared.budget.hold(job.size);
+                self.shared.health.hold();
                 st.queue.push_back(job);
             }
         }
@@ -220,7 +221,9 @@ impl Worker {
                 st.keys.remove(key);
             }
         }
-        st.known.remove(id);
+        if st.known.remove(id) {
+            self.shared.health.release();
+        }
         self.shared.budget.release(size);
     }
 
