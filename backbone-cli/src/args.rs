@@ -105,27 +105,21 @@ pub enum Dead {
         id: String,
     },
     /// Sends dead letters to the stream again.
-    Replay {
-        uri: String,
-        group: String,
-        /// The dead letter's id (or `--all`).
-        id: Option<String>,
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
+    Replay(Chosen),
     /// Deletes dead letters.
-    Purge {
-        uri: String,
-        group: String,
-        /// The dead letter's id (or `--all`).
-        id: Option<String>,
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
+    Purge(Chosen),
+}
+
+/// The dead letters a replay or purge acts on.
+#[derive(Debug, Args)]
+pub struct Chosen {
+    pub uri: String,
+    pub group: String,
+    /// The dead letter's id (or `--all`).
+    pub id: Option<String>,
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }

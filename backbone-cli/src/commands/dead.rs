@@ -5,16 +5,16 @@ use backbone_redis::{DeadLetterEntry, DeadLetters};
 use serde_json::{Map, Value};
 
 use super::{confirm, field_json, pairs, text, Stream};
-use crate::args::{Dead, Global};
-use crate::error::{redis, Failure};
+use crate::args::{Chosen, Dead, Global};
+use crate::error::Failure;
 use crate::output::Output;
 
 pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure> {
     let (uri, group) = match action {
         Dead::List { uri, group }
         | Dead::Show { uri, group, .. }
-        | Dead::Replay { uri, group, .. }
-        | Dead::Purge { uri, group, .. } => (uri, group),
+        | Dead::Replay(Chosen { uri, group, .. })
+        | Dead::Purge(Chosen { uri, group, .. }) => (uri, group),
     };
     let stream = Stream::find(g, uri).await?;
     require_group(&stream, group).await?;
@@ -32,7 +32,7 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
                 "dead letter {id} of group {group}"
             )))
         }
-        Dead::Replay { id, all, yes, .. } => {
+        Dead::Replay(Chosen { id, all, yes, .. }) => {
             let target = target(id.as_deref(), *all)?;
             confirm(&format!("replay {target} of group {group} on {uri}?"), *yes)?;
             let mut replayed = Vec::new();
@@ -61,7 +61,7 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
             out.document(&doc);
             Ok(())
         }
-        Dead::Purge { id, all, yes, .. } => {
+        Dead::Purge(Chosen { id, all, yes, .. }) => {
             let target = target(id.as_deref(), *all)?;
             confirm(
                 &format!("delete {target} of group {group} on {uri}? This cannot be undone"),
@@ -164,12 +164,7 @@ fn describe(dead: &DeadLetters, entry: &DeadLetterEntry, whole: bool) -> Map<Str
 /// `NotFound` unless `group` exists on the stream's first partition.
 async fn require_group(stream: &Stream, group: &str) -> Result<(), Failure> {
     let key = stream.layout.partition(0).stream();
-    let groups: Vec<::redis::Value> = ::redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(&mut stream.conn())
-        .await
-        .map_err(|e| redis(format!("XINFO GROUPS {key}"), e))?;
+    let groups = super::groups::xinfo_groups(stream, key).await?;
     let found = groups.into_iter().any(|g| {
         pairs(g)
             .into_iter()

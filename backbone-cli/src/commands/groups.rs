@@ -12,12 +12,7 @@ pub async fn run(stream: &Stream, out: &Output) -> Result<(), Failure> {
     let mut consumers_rows = Vec::new();
     for (p, keys) in stream.layout.partitions().iter().enumerate() {
         let key = keys.stream();
-        let groups: Vec<::redis::Value> = ::redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(key)
-            .query_async(&mut stream.conn())
-            .await
-            .map_err(|e| redis(format!("XINFO GROUPS {key}"), e))?;
+        let groups = xinfo_groups(stream, key).await?;
         for group in groups {
             let mut row = object([
                 ("partition", Value::from(p)),
@@ -105,4 +100,14 @@ pub async fn run(stream: &Stream, out: &Output) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `XINFO GROUPS <key>`: one reply per group.
+pub async fn xinfo_groups(stream: &Stream, key: &str) -> Result<Vec<::redis::Value>, Failure> {
+    ::redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(&mut stream.conn())
+        .await
+        .map_err(|e| redis(format!("XINFO GROUPS {key}"), e))
 }
