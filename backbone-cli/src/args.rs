@@ -99,7 +99,9 @@ pub enum Dead {
     List { uri: String, group: String },
     /// One dead letter, whole.
     Show {
+        /// The stream's uri.
         uri: String,
+        /// The group.
         group: String,
         /// The dead letter's id.
         id: String,
@@ -113,10 +115,13 @@ pub enum Dead {
 /// The dead letters a replay or purge acts on.
 #[derive(Debug, Args)]
 pub struct Chosen {
+    /// The stream's uri.
     pub uri: String,
+    /// The group.
     pub group: String,
     /// The dead letter's id (or `--all`).
     pub id: Option<String>,
+    /// Every dead letter of the group.
     #[arg(long, conflicts_with = "id")]
     pub all: bool,
     /// Do not ask for confirmation.
