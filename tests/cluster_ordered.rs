@@ -37,7 +37,7 @@ fn settings(url: &str, uri: &str) -> RedisSettings {
 /// Records each tick as `<key> <n> <consumer>` on a list, after a short pause (so that a
 /// consumer is killed with events in hand).
 struct Recorder {
-    connection: redis::cluster_async::ClusterConnection,
+    connection: backbone_redis::connection::Connection,
     results: String,
     name: String,
 }
@@ -66,12 +66,7 @@ async fn ordered_child() {
         .collect::<Vec<_>>()
         .try_into()
         .expect("url uri name results");
-    let seeds: Vec<&str> = url.split(',').collect();
-    let connection = redis::cluster::ClusterClient::new(seeds)
-        .unwrap()
-        .get_async_connection()
-        .await
-        .unwrap();
+    let connection = settings(url, uri).open_connection("test").await.unwrap();
     let recorder = Recorder {
         connection,
         results: results.to_owned(),
@@ -143,12 +138,7 @@ async fn per_key_order_holds_across_processes_when_one_is_killed() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 
-    let seeds: Vec<String> = url.split(',').map(str::to_owned).collect();
-    let mut raw = redis::cluster::ClusterClient::new(seeds)
-        .unwrap()
-        .get_async_connection()
-        .await
-        .unwrap();
+    let mut raw = settings(&url, &uri).open_connection("test").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let records = loop {
         let records: Vec<String> = raw.lrange(&results, 0, -1).await.unwrap();

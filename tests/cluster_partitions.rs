@@ -41,15 +41,11 @@ async fn spread_uri(prefix: &str) -> (String, RedisSettings) {
     .unwrap()
 }
 
-async fn cluster_raw() -> redis::cluster_async::ClusterConnection {
-    let seeds = tokio::task::spawn_blocking(|| cluster().seed_urls())
+async fn cluster_raw() -> backbone_redis::connection::Connection {
+    let settings = tokio::task::spawn_blocking(|| cluster().settings())
         .await
         .unwrap();
-    redis::cluster::ClusterClient::new(seeds)
-        .unwrap()
-        .get_async_connection()
-        .await
-        .unwrap()
+    settings.open_connection("test").await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

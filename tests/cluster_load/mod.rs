@@ -184,12 +184,5 @@ pub async fn info_field(url: &str, section: &str, name: &str) -> Option<String> 
 
 /// The message ids in `stream` as the node at `url` holds it (which must serve its slot).
 pub async fn stream_ids_on(url: &str, stream: &str) -> Vec<MessageId> {
-    use redis::AsyncCommands;
-    let mut raw = raw(url).await;
-    let range: redis::streams::StreamRangeReply = raw.xrange_all(stream).await.unwrap();
-    range
-        .ids
-        .iter()
-        .map(|e| e.get::<String>("message_id").unwrap().parse().unwrap())
-        .collect()
+    message_ids(&mut raw(url).await, stream).await
 }

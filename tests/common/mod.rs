@@ -242,57 +242,15 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect to test redis")
 }
 
-/// A raw connection for inspecting what the framework wrote, to one server or, when
-/// `REDIS_CLUSTER` is set (the delivery scenarios run against a cluster in CI), to the cluster
-/// whose seeds `url` lists.
-pub async fn inspect(url: &str) -> Raw {
-    let cluster = std::env::var("REDIS_CLUSTER").is_ok_and(|v| v == "1" || v == "true");
-    if cluster {
-        let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
-        let connection = redis::cluster::ClusterClient::new(seeds)
-            .expect("cluster seed urls")
-            .get_async_connection()
-            .await
-            .expect("connect to the test cluster");
-        Raw::Cluster(connection)
-    } else {
-        Raw::Single(raw(url).await)
-    }
-}
-
-/// What [`inspect`] returns.
-#[derive(Clone)]
-pub enum Raw {
-    Single(redis::aio::MultiplexedConnection),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Raw {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Raw::Single(c) => c.req_packed_command(cmd),
-            Raw::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Raw::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
+/// A connection for inspecting what the framework wrote, opened the way the builders open
+/// theirs: to one server or, when `REDIS_CLUSTER` is set (the delivery scenarios run against a
+/// cluster in CI), to the cluster whose seeds `url` lists.
+pub async fn inspect(url: &str) -> backbone_redis::connection::Connection {
+    backbone_redis::settings::RedisSettings::new()
+        .url(url)
+        .open_connection("test")
+        .await
+        .expect("connect to the test redis")
 }
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -372,9 +330,16 @@ pub fn outgoing<E: backbone_core::ContractEvent>(event: &E) -> backbone_core::Ou
 
 /// The message ids of the entries in `uri`'s stream (no environment), oldest first.
 pub async fn stream_ids(url: &str, uri: &str) -> Vec<MessageId> {
+    message_ids(&mut inspect(url).await, keys(uri).stream()).await
+}
+
+/// The message ids of the entries of `stream`, read through `connection`, oldest first.
+pub async fn message_ids(
+    connection: &mut (impl redis::aio::ConnectionLike + Send + Sync),
+    stream: &str,
+) -> Vec<MessageId> {
     use redis::AsyncCommands;
-    let mut raw = inspect(url).await;
-    let range: redis::streams::StreamRangeReply = raw.xrange_all(keys(uri).stream()).await.unwrap();
+    let range: redis::streams::StreamRangeReply = connection.xrange_all(stream).await.unwrap();
     range
         .ids
         .iter()
