@@ -11,9 +11,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::cause::Cause;
+use crate::envelope::{Envelope, Headers};
+use crate::middleware::{ChannelInfo, Middlewares};
 use crate::{
     metadata::now_millis, ConsumerContext, ConsumerLifetime, ContractEvent, Dispatch, Error,
-    Fields, HandlerError, MessageId,
+    Fields, HandlerError, MessageId, Metadata,
 };
 
 /// One event on its way out: identity, operation and encoded parameters.
@@ -31,6 +34,31 @@ pub struct OutgoingEvent {
     pub key: Option<Arc<str>>,
     /// The encoded parameters.
     pub fields: Fields,
+    /// Headers, correlation and causation ids, trace context.
+    pub envelope: Envelope,
+}
+
+impl OutgoingEvent {
+    /// A new event (new message id, produced now, no key, empty envelope).
+    ///
+    /// ```
+    /// use backbone_core::{Fields, OutgoingEvent};
+    ///
+    /// let event = OutgoingEvent::new("hello", 0, Fields::new());
+    /// assert_eq!(event.operation, "hello");
+    /// assert!(event.envelope.correlation_id.is_none());
+    /// ```
+    pub fn new(operation: &'static str, version: u32, fields: Fields) -> Self {
+        OutgoingEvent {
+            message_id: MessageId::new(),
+            operation,
+            version,
+            produced_at: now_millis(),
+            key: None,
+            fields,
+            envelope: Envelope::default(),
+        }
+    }
 }
 
 /// A channel's writing side.
@@ -38,6 +66,9 @@ pub struct OutgoingEvent {
 pub trait Publish: Send + Sync + 'static {
     /// Stores `event` durably (parameters and metadata in one atomic step) and returns its id.
     async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error>;
+
+    /// The channel and stream it writes to, for middleware.
+    fn info(&self) -> ChannelInfo;
 }
 
 /// A cheap-to-clone handle that sends any contract's events through one channel. Generated
@@ -64,13 +95,46 @@ pub trait Publish: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Producer {
     channel: Arc<dyn Publish>,
+    info: Arc<ChannelInfo>,
+    middlewares: Middlewares,
     key: Option<Arc<str>>,
+    stamp: Arc<Stamp>,
+}
+
+/// What a producer adds to the envelope of each event.
+#[derive(Debug, Default, Clone)]
+struct Stamp {
+    headers: Headers,
+    /// An error from `with_header`, reported by every send.
+    bad_header: Option<String>,
+    correlation_id: Option<String>,
+    cause: Option<Cause>,
 }
 
 impl Producer {
-    /// A producer writing to `channel`.
+    /// A producer writing to `channel` through backbone's own middlewares.
     pub fn new(channel: Arc<dyn Publish>) -> Self {
-        Producer { channel, key: None }
+        Self::with_middlewares(channel, Middlewares::default())
+    }
+
+    /// A producer writing to `channel` through `middlewares`.
+    pub fn with_middlewares(channel: Arc<dyn Publish>, middlewares: Middlewares) -> Self {
+        Producer {
+            info: Arc::new(channel.info()),
+            channel,
+            middlewares,
+            key: None,
+            stamp: Arc::default(),
+        }
+    }
+
+    fn restamp(&self, change: impl FnOnce(&mut Stamp)) -> Producer {
+        let mut stamp = (*self.stamp).clone();
+        change(&mut stamp);
+        Producer {
+            stamp: Arc::new(stamp),
+            ..self.clone()
+        }
     }
 
     /// A producer on the same channel whose events carry the ordering key `key`. A consumer
@@ -79,8 +143,8 @@ impl Producer {
     /// run side by side.
     pub fn with_key(&self, key: impl Into<String>) -> Producer {
         Producer {
-            channel: self.channel.clone(),
             key: Some(Arc::from(key.into())),
+            ..self.clone()
         }
     }
 
@@ -89,9 +153,76 @@ impl Producer {
         self.key.as_deref()
     }
 
-    /// Encodes and sends one event; returns its new [`MessageId`].
+    /// A producer on the same channel whose events carry the header `name` = `value` (see
+    /// [`Headers`] for what a name may hold; a bad name fails every send, saying why).
+    ///
+    /// ```
+    /// use backbone_core::{events_contract, memory::InMemoryBroker, ProducerBuilder};
+    ///
+    /// #[events_contract]
+    /// pub trait Greetings {
+    ///     async fn hello(&self, name: String);
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), backbone_core::Error> {
+    /// let broker = InMemoryBroker::new();
+    /// let producer = broker.producer_builder().uri("greetings").build_producer().await?;
+    /// let acme = producer.with_header("tenant", "acme");
+    /// acme.send(&GreetingsEvent::Hello { name: "Ada".into() }).await?;
+    /// let bad = producer.with_header("no spaces", "x");
+    /// let err = bad.send(&GreetingsEvent::Hello { name: "Ada".into() }).await.unwrap_err();
+    /// assert!(err.to_string().contains("header name \"no spaces\""), "{err}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_header(&self, name: impl Into<String>, value: impl Into<String>) -> Producer {
+        let (name, value) = (name.into(), value.into());
+        self.restamp(|stamp| {
+            if let Err(e) = stamp.headers.insert(name, value) {
+                stamp.bad_header.get_or_insert(e.to_string());
+            }
+        })
+    }
+
+    /// A producer on the same channel whose events belong to the workflow `id` (a request id,
+    /// say), instead of starting their own or inheriting the handled event's.
+    pub fn with_correlation_id(&self, id: impl Into<String>) -> Producer {
+        let id = id.into();
+        self.restamp(|stamp| stamp.correlation_id = Some(id))
+    }
+
+    /// A producer on the same channel whose events are caused by the event `metadata`
+    /// describes: the same correlation id, its message id as causation id. Inside a handler
+    /// this is automatic (see [`cause`](crate::cause)); use this in tasks the handler spawns.
+    pub fn caused_by(&self, metadata: &Metadata) -> Producer {
+        let cause = Cause::of(metadata);
+        self.restamp(|stamp| stamp.cause = Some(cause))
+    }
+
+    /// The channel this producer writes to.
+    pub fn info(&self) -> &ChannelInfo {
+        &self.info
+    }
+
+    /// Encodes and sends one event through the middlewares; returns its new [`MessageId`].
     pub async fn send<E: ContractEvent>(&self, event: &E) -> Result<MessageId, Error> {
+        let stamp = &*self.stamp;
+        if let Some(bad) = &stamp.bad_header {
+            return Err(Error::Config(bad.clone()));
+        }
         let operation = event.operation();
+        let cause = match &stamp.cause {
+            Some(cause) => Some(cause.clone()),
+            None => Cause::current(),
+        };
+        let (inherited, causation_id) = match cause {
+            Some(Cause {
+                correlation_id,
+                causation_id,
+            }) => (Some(correlation_id), Some(causation_id)),
+            None => (None, None),
+        };
         let outgoing = OutgoingEvent {
             message_id: MessageId::new(),
             operation: operation.name,
@@ -99,15 +230,34 @@ impl Producer {
             produced_at: now_millis(),
             key: self.key.clone(),
             fields: event.encode()?,
+            envelope: Envelope {
+                correlation_id: stamp.correlation_id.clone().or(inherited),
+                causation_id,
+                headers: stamp.headers.clone(),
+                trace: None,
+            },
         };
-        self.channel.publish(outgoing).await
+        self.middlewares
+            .send(&self.info, &*self.channel, outgoing)
+            .await
     }
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
+            .field("destination", &self.info.destination())
             .field("key", &self.key)
+            // Names only: a header's value may be a secret.
+            .field(
+                "headers",
+                &self
+                    .stamp
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -277,6 +277,31 @@ impl Error {
         }
     }
 
+    /// A short, stable name of the kind of error, for `error.type` in spans and the
+    /// `error_type` label of metrics: `config`, `encode`, `decode`, `malformed_entry`,
+    /// `missing_payload`, `unknown_operation`, `channel`, `wrong_expected_version`,
+    /// `idempotency_key_reused`, `bad_stored_event`, `stopped`, `malformed_dead_letter`.
+    ///
+    /// ```
+    /// assert_eq!(backbone_core::Error::Config("x".into()).kind(), "config");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Encode { .. } => "encode",
+            Error::Decode { .. } => "decode",
+            Error::MalformedEntry { .. } => "malformed_entry",
+            Error::MissingPayload { .. } => "missing_payload",
+            Error::UnknownOperation { .. } => "unknown_operation",
+            Error::Channel { .. } => "channel",
+            Error::WrongExpectedVersion { .. } => "wrong_expected_version",
+            Error::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            Error::BadStoredEvent { .. } => "bad_stored_event",
+            Error::Stopped(_) => "stopped",
+            Error::MalformedDeadLetter { .. } => "malformed_dead_letter",
+        }
+    }
+
     /// True for problems with one event's content (malformed entry, missing payload, decode
     /// failure, unknown operation, and a [`Error::BadStoredEvent`] wrapping one of them): the
     /// event is bad, the channel is fine.

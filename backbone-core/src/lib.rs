@@ -43,17 +43,21 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cause;
 pub mod channel;
 pub mod codec;
 pub mod context;
 pub mod contract;
+pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod id;
 pub mod lifetime;
 pub mod memory;
 pub mod metadata;
+pub mod middleware;
 pub mod names;
+pub mod observe;
 pub mod partition;
 pub mod policy;
 pub mod store;
@@ -67,10 +71,12 @@ pub use channel::{
 pub use codec::Fields;
 pub use context::{AckMode, Acknowledge, ConsumerContext};
 pub use contract::{Contract, ContractEvent, Dispatch, Operation};
+pub use envelope::Headers;
 pub use error::{BoxError, Error};
 pub use handler::{FailureKind, HandlerError, HandlerResult};
 pub use id::MessageId;
 pub use lifetime::{ConsumerLifetime, Health, HealthProbe};
 pub use metadata::Metadata;
+pub use middleware::{Middleware, Middlewares};
 pub use names::StreamAddress;
 pub use policy::{RetryPolicy, UnknownPolicy};

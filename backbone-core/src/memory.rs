@@ -53,11 +53,12 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::middleware::{ChannelInfo, Middlewares, Settled, Settlement};
 use crate::{
     names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
-    HandleError, MessageId, Metadata, OutgoingEvent, Producer, ProducerBuilder, Publish,
-    StreamAddress,
+    HandleError, MessageId, Metadata, Middleware, OutgoingEvent, Producer, ProducerBuilder,
+    Publish, StreamAddress,
 };
 
 /// An in-memory broker: a set of streams shared by the producers and consumers built from it.
@@ -85,6 +86,7 @@ impl InMemoryBroker {
             broker: self.clone(),
             environment: None,
             uri: None,
+            middlewares: Middlewares::default(),
         }
     }
 
@@ -98,6 +100,7 @@ impl InMemoryBroker {
             name: None,
             ack: AckMode::OnSuccess,
             max_messages: None,
+            middlewares: Middlewares::default(),
         }
     }
 
@@ -168,6 +171,7 @@ pub struct InMemoryProducerBuilder {
     broker: InMemoryBroker,
     environment: Option<String>,
     uri: Option<String>,
+    middlewares: Middlewares,
 }
 
 impl InMemoryProducerBuilder {
@@ -182,6 +186,12 @@ impl InMemoryProducerBuilder {
         self.uri = Some(uri.into());
         self
     }
+
+    /// Adds a [`Middleware`] around every send, inside the ones added before.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middlewares = self.middlewares.with(middleware);
+        self
+    }
 }
 
 impl ProducerBuilder for InMemoryProducerBuilder {
@@ -189,12 +199,20 @@ impl ProducerBuilder for InMemoryProducerBuilder {
         let address =
             StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         let stream = self.broker.stream(&address);
-        Ok(Producer::new(Arc::new(MemoryPublisher { stream })))
+        let publisher = MemoryPublisher { stream, address };
+        Ok(Producer::with_middlewares(
+            Arc::new(publisher),
+            self.middlewares,
+        ))
     }
 }
 
+/// The system name of the in-memory channel in spans (`messaging.system`).
+pub const SYSTEM: &str = "memory";
+
 struct MemoryPublisher {
     stream: Arc<Stream>,
+    address: StreamAddress,
 }
 
 #[async_trait]
@@ -209,6 +227,10 @@ impl Publish for MemoryPublisher {
         self.stream.appended.send_replace(len);
         Ok(id)
     }
+
+    fn info(&self) -> ChannelInfo {
+        ChannelInfo::producer(SYSTEM, self.address.clone())
+    }
 }
 
 /// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder.
@@ -221,6 +243,7 @@ pub struct InMemoryConsumerBuilder {
     name: Option<String>,
     ack: AckMode,
     max_messages: Option<u64>,
+    middlewares: Middlewares,
 }
 
 impl InMemoryConsumerBuilder {
@@ -259,6 +282,12 @@ impl InMemoryConsumerBuilder {
         self.max_messages = Some(n);
         self
     }
+
+    /// Adds a [`Middleware`] around every handler call, inside the ones added before.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middlewares = self.middlewares.with(middleware);
+        self
+    }
 }
 
 impl ConsumerBuilder for InMemoryConsumerBuilder {
@@ -273,7 +302,11 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             .groups
             .entry(self.group.clone())
             .or_default();
+        let info = ChannelInfo::consumer(SYSTEM, address.clone(), &self.group, &name);
+        let handler = self.middlewares.wrap(info.clone(), handler);
         let consumer = MemoryConsumer {
+            info,
+            middlewares: self.middlewares,
             acker: Arc::new(MemoryAcker {
                 stream: stream.clone(),
                 group: self.group.clone(),
@@ -312,6 +345,8 @@ impl Acknowledge for MemoryAcker {
 }
 
 struct MemoryConsumer {
+    info: ChannelInfo,
+    middlewares: Middlewares,
     stream: Arc<Stream>,
     acker: Arc<MemoryAcker>,
     address: StreamAddress,
@@ -383,19 +418,41 @@ impl MemoryConsumer {
 
     /// Hands one entry to the handler; true when it was handled.
     async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> bool {
-        let metadata = Metadata {
-            message_id: event.message_id,
-            operation: event.operation.to_owned(),
-            version: event.version,
-            environment: self.address.environment().map(str::to_owned),
-            uri: self.address.uri().to_owned(),
-            produced_at: event.produced_at,
-            stream_id: index.to_string(),
-            delivery_count: deliveries,
-            key: event.key.as_deref().map(str::to_owned),
-        };
+        let mut metadata = Metadata::new(
+            event.message_id,
+            event.operation,
+            event.version,
+            self.address.uri(),
+        );
+        metadata.environment = self.address.environment().map(str::to_owned);
+        metadata.produced_at = event.produced_at;
+        metadata.stream_id = index.to_string();
+        metadata.delivery_count = deliveries;
+        metadata.key = event.key.as_deref().map(str::to_owned);
+        let envelope = &event.envelope;
+        if let Some(correlation_id) = &envelope.correlation_id {
+            metadata.correlation_id = correlation_id.clone();
+        }
+        metadata.causation_id = envelope.causation_id.clone();
+        metadata.headers = envelope.headers.clone();
+        metadata.trace = envelope.trace.clone();
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
-        match self.handler.handle(&ctx, &event.fields).await {
+        let result = self.handler.handle(&ctx, &event.fields).await;
+        let reason = match &result {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let outcome = match &reason {
+            None => Settlement::Acked,
+            Some(reason) => Settlement::LeftPending { reason },
+        };
+        let settled = Settled {
+            stream_id: &ctx.metadata().stream_id,
+            metadata: Some(ctx.metadata()),
+            outcome,
+        };
+        self.middlewares.settled(&self.info, &settled);
+        match result {
             Ok(()) => {
                 if self.ack == AckMode::OnSuccess {
                     if let Err(e) = ctx.ack().await {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ContractEvent, Metadata};
+use crate::cause::Cause;
+use crate::envelope::{Envelope, Headers};
+use crate::{ContractEvent, Error, Metadata};
 
 /// What an append expects the aggregate's current version to be (the number of events it
 /// holds).
@@ -49,17 +51,31 @@ impl<A> From<&Reduction<A>> for ExpectedVersion {
 
 /// Options of one append.
 ///
+/// Appended events carry correlation and causation like sent ones: inside a handler, the
+/// handled event's correlation id and its message id as causation id (see
+/// [`cause`](crate::cause)), unless a correlation id is given here; outside a handler, the one
+/// given here or their own message id.
+///
 /// ```
 /// use backbone_core::store::AppendOptions;
 ///
-/// let options = AppendOptions::idempotent("payment-42-capture");
+/// let options = AppendOptions::idempotent("payment-42-capture")
+///     .correlation_id("checkout-7")
+///     .header("tenant", "acme")?;
 /// assert_eq!(options.idempotency_key.as_deref(), Some("payment-42-capture"));
+/// assert_eq!(options.headers.get("tenant"), Some("acme"));
+/// # Ok::<(), backbone_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppendOptions {
     /// A retry with the same key writes nothing and returns the first append's result, marked
     /// as a replay. Keys are remembered for a bounded time (the store's idempotency TTL).
     pub idempotency_key: Option<String>,
+    /// The workflow the events belong to (by default: the handled event's, inside a handler).
+    pub correlation_id: Option<String>,
+    /// Headers every appended event carries.
+    pub headers: Headers,
 }
 
 impl AppendOptions {
@@ -67,6 +83,37 @@ impl AppendOptions {
     pub fn idempotent(key: impl Into<String>) -> Self {
         AppendOptions {
             idempotency_key: Some(key.into()),
+            ..Self::default()
+        }
+    }
+
+    /// These options with a correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// These options with one more header (refused if its name could not be an entry field).
+    pub fn header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, Error> {
+        self.headers.insert(name, value)?;
+        Ok(self)
+    }
+
+    /// The envelope the appended events carry, now (in a handler, it follows the cause).
+    pub fn envelope(&self) -> Envelope {
+        let cause = Cause::current();
+        Envelope {
+            correlation_id: self
+                .correlation_id
+                .clone()
+                .or_else(|| cause.as_ref().map(|c| c.correlation_id.clone())),
+            causation_id: cause.map(|c| c.causation_id),
+            headers: self.headers.clone(),
+            trace: None,
         }
     }
 }

@@ -95,17 +95,10 @@ fn every_event() -> Vec<ShipmentTrackingEvent> {
 }
 
 fn metadata(operation: &str, version: u32) -> Metadata {
-    Metadata {
-        message_id: MessageId::new(),
-        operation: operation.into(),
-        version,
-        environment: None,
-        uri: "shipments".into(),
-        produced_at: 0,
-        stream_id: "1-0".into(),
-        delivery_count: 1,
-        key: None,
-    }
+    let mut m = Metadata::new(MessageId::new(), operation, version, "shipments");
+    m.produced_at = 0;
+    m.stream_id = "1-0".into();
+    m
 }
 
 struct NoAck;
@@ -395,6 +388,11 @@ impl Publish for Outbox {
         let id = event.message_id;
         self.sent.lock().unwrap().push(event);
         Ok(id)
+    }
+
+    fn info(&self) -> backbone_core::middleware::ChannelInfo {
+        let address = backbone_core::StreamAddress::new(None, "outbox").unwrap();
+        backbone_core::middleware::ChannelInfo::producer("outbox", address)
     }
 }
 

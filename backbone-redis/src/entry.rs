@@ -2,8 +2,10 @@
 //! `XREADGROUP` replies into raw entries. Parsing never panics; whatever is wrong with an
 //! entry becomes an [`Error::MalformedEntry`] naming the field.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use backbone_core::envelope::{Envelope, Headers, TraceContext};
 use backbone_core::{Error, MessageId, Metadata, StreamAddress};
 use redis::Value;
 
@@ -25,6 +27,48 @@ pub const AGGREGATE: &str = "aggregate";
 pub const AGGREGATE_VERSION: &str = "aggregate_version";
 /// Entry field (aggregate streams only): the event's position in the contract's stream.
 pub const POSITION: &str = "position";
+/// Entry field: the workflow's correlation id (absent when it is the event's own message id).
+pub const CORRELATION_ID: &str = "correlation_id";
+/// Entry field: the message id of the event whose handler sent this one (absent otherwise).
+pub const CAUSATION_ID: &str = "causation_id";
+/// Entry field: the W3C `traceparent` of the sending span (`otel` feature; absent otherwise).
+pub const TRACEPARENT: &str = "traceparent";
+/// Entry field: the W3C `tracestate` of the sending span (absent when empty).
+pub const TRACESTATE: &str = "tracestate";
+/// Prefix of the entry fields holding user headers: `header.<name>`.
+pub const HEADER_PREFIX: &str = "header.";
+
+/// The entry fields an event's ordering key and envelope become, in the order they are
+/// written (see the constants above).
+pub(crate) fn envelope_fields<'a>(
+    message_id: &MessageId,
+    key: Option<&'a str>,
+    envelope: &'a Envelope,
+) -> Vec<(Cow<'static, str>, &'a str)> {
+    let mut out = Vec::new();
+    if let Some(key) = key {
+        out.push((Cow::Borrowed(KEY), key));
+    }
+    if let Some(id) = envelope.correlation_id.as_deref() {
+        // An event that starts its workflow is its own correlation id: nothing to write.
+        if id != message_id.to_string() {
+            out.push((Cow::Borrowed(CORRELATION_ID), id));
+        }
+    }
+    if let Some(id) = envelope.causation_id.as_deref() {
+        out.push((Cow::Borrowed(CAUSATION_ID), id));
+    }
+    if let Some(trace) = &envelope.trace {
+        out.push((Cow::Borrowed(TRACEPARENT), trace.traceparent.as_str()));
+        if let Some(state) = trace.tracestate.as_deref() {
+            out.push((Cow::Borrowed(TRACESTATE), state));
+        }
+    }
+    for (name, value) in envelope.headers.iter() {
+        out.push((Cow::Owned(format!("{HEADER_PREFIX}{name}")), value));
+    }
+    out
+}
 
 /// One entry as read: its stream id and its fields (`None` when the entry was deleted or
 /// trimmed while pending).
@@ -46,6 +90,10 @@ pub(crate) struct EntryHeader {
     pub aggregate: Option<String>,
     pub aggregate_version: Option<u64>,
     pub position: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub headers: Headers,
+    pub trace: Option<TraceContext>,
 }
 
 impl EntryHeader {
@@ -57,17 +105,24 @@ impl EntryHeader {
         stream_id: String,
         delivery_count: u32,
     ) -> Metadata {
-        Metadata {
-            message_id: self.message_id,
-            operation: self.operation.clone(),
-            version: self.version,
-            environment: address.environment().map(str::to_owned),
-            uri: address.uri().to_owned(),
-            produced_at: self.produced_at,
-            stream_id,
-            delivery_count,
-            key: self.key.clone(),
+        let mut m = Metadata::new(
+            self.message_id,
+            self.operation.clone(),
+            self.version,
+            address.uri(),
+        );
+        m.environment = address.environment().map(str::to_owned);
+        m.produced_at = self.produced_at;
+        m.stream_id = stream_id;
+        m.delivery_count = delivery_count;
+        m.key = self.key.clone();
+        if let Some(id) = &self.correlation_id {
+            m.correlation_id = id.clone();
         }
+        m.causation_id = self.causation_id.clone();
+        m.headers = self.headers.clone();
+        m.trace = self.trace.clone();
+        m
     }
 }
 
@@ -124,7 +179,29 @@ impl RawEntry {
             ),
             None => None,
         };
+        let correlation_id = optional(CORRELATION_ID)?;
+        let causation_id = optional(CAUSATION_ID)?;
+        let trace = match optional(TRACEPARENT)? {
+            Some(traceparent) => Some(TraceContext {
+                traceparent,
+                tracestate: optional(TRACESTATE)?,
+            }),
+            None => None,
+        };
+        let mut headers = Headers::new();
+        for (name, value) in fields {
+            if let Some(header) = name.strip_prefix(HEADER_PREFIX) {
+                let value = std::str::from_utf8(value).map_err(|_| {
+                    Error::malformed(&self.id, format!("field `{name}` is not valid UTF-8"))
+                })?;
+                headers.insert_unchecked(header.to_owned(), value.to_owned());
+            }
+        }
         Ok(EntryHeader {
+            correlation_id,
+            causation_id,
+            headers,
+            trace,
             message_id,
             operation: operation.to_owned(),
             version,

@@ -37,3 +37,6 @@ pub use consumer::RedisConsumerBuilder;
 pub use dead_letters::{DeadLetterEntry, DeadLetters};
 pub use producer::{RedisProducerBuilder, RedisPublisher};
 pub use settings::RedisSettings;
+
+/// The Redis channel's name in spans (`messaging.system`).
+pub const SYSTEM: &str = "redis";

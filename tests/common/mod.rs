@@ -318,14 +318,7 @@ pub fn keys(uri: &str) -> backbone_redis::keys::StreamKeys {
 /// The event a generated producer would send for `event`.
 pub fn outgoing<E: backbone_core::ContractEvent>(event: &E) -> backbone_core::OutgoingEvent {
     let operation = event.operation();
-    backbone_core::OutgoingEvent {
-        message_id: MessageId::new(),
-        operation: operation.name,
-        version: operation.version,
-        produced_at: backbone_core::metadata::now_millis(),
-        key: None,
-        fields: event.encode().unwrap(),
-    }
+    backbone_core::OutgoingEvent::new(operation.name, operation.version, event.encode().unwrap())
 }
 
 /// The message ids of the entries in `uri`'s stream (no environment), oldest first.

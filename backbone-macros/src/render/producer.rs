@@ -29,7 +29,8 @@ pub(super) fn producer_struct(contract: &Contract) -> TokenStream {
     }
 }
 
-/// `impl XProducer`: `new`, `producer`, `with_key` and one sending method per operation.
+/// `impl XProducer`: `new`, `producer`, `with_key`, `with_header`, `with_correlation_id`,
+/// `caused_by` and one sending method per operation.
 pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
     let krate = &contract.krate;
     let link = contract.krate_link();
@@ -46,6 +47,19 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
         "A producer whose events carry the ordering key `key`: consumers never handle two \
          events with the same key at once, and handle them in the order they were sent \
          (see [`Producer::with_key`]({link}::Producer::with_key))."
+    ));
+    let with_header_doc = doc(&format!(
+        "A producer whose events carry the header `name` = `value` \
+         (see [`Producer::with_header`]({link}::Producer::with_header))."
+    ));
+    let with_correlation_doc = doc(&format!(
+        "A producer whose events belong to the workflow `id` \
+         (see [`Producer::with_correlation_id`]({link}::Producer::with_correlation_id))."
+    ));
+    let caused_by_doc = doc(&format!(
+        "A producer whose events are caused by the event `ctx` handles: automatic inside a \
+         handler, needed in tasks it spawns \
+         (see [`Producer::caused_by`]({link}::Producer::caused_by))."
     ));
     let methods = contract.operations.iter().map(|op| {
         let (method, variant) = (&op.method, &op.variant);
@@ -86,6 +100,28 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
             #with_key_doc
             pub fn with_key(&self, key: impl ::core::convert::Into<::std::string::String>) -> Self {
                 Self { inner: self.inner.with_key(key) }
+            }
+
+            #with_header_doc
+            pub fn with_header(
+                &self,
+                name: impl ::core::convert::Into<::std::string::String>,
+                value: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { inner: self.inner.with_header(name, value) }
+            }
+
+            #with_correlation_doc
+            pub fn with_correlation_id(
+                &self,
+                id: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { inner: self.inner.with_correlation_id(id) }
+            }
+
+            #caused_by_doc
+            pub fn caused_by(&self, ctx: &#krate::ConsumerContext) -> Self {
+                Self { inner: self.inner.caused_by(ctx.metadata()) }
             }
 
             #(#methods)*

@@ -77,6 +77,7 @@ async fn append(ctx: &Ctx, framework: bool, uri: &str, n: u64) -> Res<Duration> 
                                 .arg(id.to_string())
                                 .arg(OPERATION)
                                 .arg(0)
+                                .arg(0)
                                 .arg(3);
                             let fields = raw_fields(i, now_ns())?;
                             for (name, value) in PARAMS.iter().zip(fields) {

@@ -216,7 +216,7 @@ pub fn raw_publish(pipe: &mut redis::Pipeline, keys: &StreamKeys, i: u64, time: 
 }
 
 /// The raw EVALSHA of the publish script (`scripts::PUBLISH`) for order `i` alone, on the
-/// keys of one stream (or partition): no TTL, one event, no ordering key.
+/// keys of one stream (or partition): no TTL, one event, no further entry fields.
 pub fn publish_call<'a>(
     script: &'a Script,
     keys: &StreamKeys,
@@ -232,7 +232,7 @@ pub fn publish_call<'a>(
         .arg(OPERATION)
         .arg(0)
         .arg(backbone_core::metadata::now_millis())
-        .arg("")
+        .arg(0)
         .arg(3);
     for (name, value) in PARAMS.iter().zip([user, product, time]) {
         call.arg(name).arg(value);

@@ -4,7 +4,8 @@
 
 /// `publish.lua`. KEYS: stream, then one marker (payload hash) per event. ARGV: payload TTL ms
 /// ('0' for none), event count m, then per event: message id, operation, version, produced_at,
-/// ordering key ('' for none), field count n, n name/value pairs.
+/// a count k and k name/value pairs of further entry fields (ordering key, correlation...),
+/// field count n, n name/value pairs.
 pub const PUBLISH: &str = concat!(
     include_str!("../../src/lua/require_commands.lua"),
     include_str!("../../src/lua/require_stream.lua"),
@@ -14,8 +15,8 @@ pub const PUBLISH: &str = concat!(
 /// `append.lua`. KEYS: stream, aggregate stream, stats hash, [idempotency record], one payload
 /// hash per event. ARGV: expected kind (any | none | exact), expected version, idempotency
 /// (0 | 1), its TTL (s), aggregate id, produced_at, event count m, the events' fingerprint (''
-/// without idempotency), then per event: message id, operation, version, field count n, n
-/// name/value pairs.
+/// without idempotency), then per event: message id, operation, version, a count k and k
+/// name/value pairs of further entry fields, field count n, n name/value pairs.
 pub const APPEND: &str = concat!(
     include_str!("../../src/lua/require_commands.lua"),
     include_str!("../../src/lua/require_stream.lua"),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backbone_core::middleware::{ReadKind, ReadRequest};
 use backbone_core::Error;
 use redis::Value;
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use super::fetch;
 use super::job::Shared;
 use super::messages::Incoming;
 use crate::connection::{redis_error, Connection};
-use crate::entry::{bytes_to_string, parse_entry};
+use crate::entry::{bytes_to_string, parse_entry, RawEntry};
 
 /// Claims idle entries of other consumers, every `claim_min_idle / 2`. A failed round is tried
 /// again at the next one; an error retrying cannot fix (a refused `XAUTOCLAIM`, `XINFO` or
@@ -69,42 +70,21 @@ async fn claim_round(
         if count == 0 {
             return Ok(());
         }
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(shared.keys.stream())
-            .arg(&shared.group)
-            .arg(&shared.name)
-            .arg(shared.claim_min_idle.as_millis() as u64)
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(conn)
-            .await
-            .map_err(|e| redis_error(format!("XAUTOCLAIM on {}", shared.keys.stream()), e))?;
-        let Value::Array(mut parts) = reply else {
-            return Err(Error::channel("XAUTOCLAIM", "unexpected reply"));
+        let mut claimed = (Vec::new(), "0-0".to_owned());
+        let read = async {
+            claimed = autoclaim(shared, conn, &cursor, count).await?;
+            Ok(claimed.0.len())
         };
-        let deleted = if parts.len() >= 3 {
-            ids(parts.remove(2))
-        } else {
-            Vec::new()
+        let request = ReadRequest {
+            kind: ReadKind::Claim,
+            count,
         };
-        if !deleted.is_empty() {
-            tracing::error!(stream = shared.keys.stream(), group = %shared.group, ids = ?deleted,
-                "pending entries were deleted or trimmed before anyone handled them; they are lost");
-        }
-        let entries = match parts.get_mut(1).map(std::mem::take) {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .map(parse_entry)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|r| Error::channel("XAUTOCLAIM", r))?,
-            _ => Vec::new(),
-        };
-        cursor = parts
-            .into_iter()
-            .next()
-            .and_then(bytes_to_string)
-            .unwrap_or_else(|| "0-0".into());
+        shared
+            .middlewares
+            .read(&shared.info, request, Box::pin(read))
+            .await?;
+        let entries;
+        (entries, cursor) = claimed;
         if !entries.is_empty() {
             tracing::info!(
                 stream = shared.keys.stream(),
@@ -164,6 +144,53 @@ async fn remove_idle_consumers(
         }
     }
     Ok(())
+}
+
+/// One `XAUTOCLAIM` from `cursor`: the entries claimed and the next cursor. Entries deleted
+/// while pending are logged: they are lost.
+async fn autoclaim(
+    shared: &Shared,
+    conn: &mut Connection,
+    cursor: &str,
+    count: usize,
+) -> Result<(Vec<RawEntry>, String), Error> {
+    let reply: Value = redis::cmd("XAUTOCLAIM")
+        .arg(shared.keys.stream())
+        .arg(&shared.group)
+        .arg(&shared.name)
+        .arg(shared.claim_min_idle.as_millis() as u64)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+        .map_err(|e| redis_error(format!("XAUTOCLAIM on {}", shared.keys.stream()), e))?;
+    let Value::Array(mut parts) = reply else {
+        return Err(Error::channel("XAUTOCLAIM", "unexpected reply"));
+    };
+    let deleted = if parts.len() >= 3 {
+        ids(parts.remove(2))
+    } else {
+        Vec::new()
+    };
+    if !deleted.is_empty() {
+        tracing::error!(stream = shared.keys.stream(), group = %shared.group, ids = ?deleted,
+                "pending entries were deleted or trimmed before anyone handled them; they are lost");
+    }
+    let entries = match parts.get_mut(1).map(std::mem::take) {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| Error::channel("XAUTOCLAIM", r))?,
+        _ => Vec::new(),
+    };
+    let cursor = parts
+        .into_iter()
+        .next()
+        .and_then(bytes_to_string)
+        .unwrap_or_else(|| "0-0".into());
+    Ok((entries, cursor))
 }
 
 /// Ids from an `XAUTOCLAIM` reply's list of deleted entries.

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
+use backbone_core::middleware::{ChannelInfo, Settled, Settlement};
 use backbone_core::{
-    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, RetryPolicy,
-    StreamAddress, UnknownPolicy,
+    AckMode, ConsumerContext, Error, EventHandler, Fields, HandleError, HandlerError, Metadata,
+    Middlewares, RetryPolicy, StreamAddress, UnknownPolicy,
 };
 use futures::FutureExt;
 use redis::Value;
@@ -28,7 +29,11 @@ pub(super) struct Shared {
     pub address: StreamAddress,
     pub group: String,
     pub name: String,
+    /// The user's handler behind the middlewares.
     pub handler: Arc<dyn EventHandler>,
+    pub middlewares: Middlewares,
+    /// The channel, group, consumer and partition, for the middlewares.
+    pub info: ChannelInfo,
     pub acker: Arc<RedisAcker>,
     pub commands: Connection,
     pub ack: AckMode,
@@ -187,6 +192,8 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
             UnknownPolicy::DeadLetter => bury(shared, job, &e.to_string()).await,
             UnknownPolicy::Skip => {
                 tracing::debug!(stream = shared.keys.stream(), entry = job.id(), error = %e, "skipped");
+                let meta = header.metadata(&shared.address, job.entry.id.clone(), job.deliveries);
+                settled(shared, job, Some(&meta), Settlement::Skipped);
                 Outcome::Skipped
             }
         };
@@ -209,9 +216,12 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
             ))))
         });
     match handled {
-        Ok(()) => Outcome::Handled {
-            ack: shared.ack == AckMode::OnSuccess && !ctx.is_acked(),
-        },
+        Ok(()) => {
+            settled(shared, job, Some(ctx.metadata()), Settlement::Acked);
+            Outcome::Handled {
+                ack: shared.ack == AckMode::OnSuccess && !ctx.is_acked(),
+            }
+        }
         Err(HandleError::BadEvent(e)) => bury(shared, job, &e.to_string()).await,
         Err(HandleError::Handler(e)) if e.is_fatal() => {
             bury(shared, job, &format!("the handler failed (fatal): {e}")).await
@@ -227,6 +237,12 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
             let delay = shared.retry.delay_after(job.deliveries);
             tracing::warn!(stream = shared.keys.stream(), entry = job.id(), delivery = job.deliveries,
                 retry_in_ms = delay.as_millis() as u64, error = %e, "handler failed; will retry");
+            settled(
+                shared,
+                job,
+                Some(ctx.metadata()),
+                Settlement::Retrying { after: delay },
+            );
             Outcome::Retry(delay)
         }
     }
@@ -243,14 +259,29 @@ async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
         deliveries: job.deliveries,
         reason,
     };
-    match dead_letter(
+    let result = dead_letter(
         &mut shared.commands.clone(),
         &shared.keys,
         &shared.group,
         &letter,
     )
-    .await
-    {
+    .await;
+    let outcome = match &result {
+        Ok(true) => Settlement::DeadLettered { reason },
+        Ok(false) => Settlement::LeftPending {
+            reason: "not dead-lettered: no longer pending for this group",
+        },
+        Err(_) => Settlement::LeftPending {
+            reason: "dead-lettering failed",
+        },
+    };
+    let meta = job
+        .header
+        .as_ref()
+        .ok()
+        .map(|h| h.metadata(&shared.address, job.entry.id.clone(), job.deliveries));
+    settled(shared, job, meta.as_ref(), outcome);
+    match result {
         Ok(true) => tracing::error!(
             stream = shared.keys.stream(),
             entry = job.id(),
@@ -271,4 +302,16 @@ async fn bury(shared: &Shared, job: &Job, reason: &str) -> Outcome {
         }
     }
     Outcome::Settled
+}
+
+/// Tells the middlewares how a delivery ended.
+fn settled(shared: &Shared, job: &Job, metadata: Option<&Metadata>, outcome: Settlement<'_>) {
+    shared.middlewares.settled(
+        &shared.info,
+        &Settled {
+            stream_id: job.id(),
+            metadata,
+            outcome,
+        },
+    );
 }

@@ -10,6 +10,7 @@ mod budget;
 mod claimer;
 mod fatal;
 mod fetch;
+mod gauges;
 mod health;
 mod job;
 mod messages;
@@ -23,11 +24,13 @@ use std::time::Duration;
 
 use crate::connection::Connection;
 use async_trait::async_trait;
+use backbone_core::middleware::ChannelInfo;
 use backbone_core::names::{check_name, default_consumer_name};
 use backbone_core::{
     AckMode, Acknowledge, ConsumerBuilder, ConsumerLifetime, Error, EventHandler, Metadata,
     RetryPolicy, StreamAddress, UnknownPolicy,
 };
+use backbone_core::{Middleware, Middlewares};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::redis_error;
@@ -105,6 +108,8 @@ pub struct RedisConsumerBuilder {
     max_buffered_bytes: usize,
     ordered: bool,
     lease_ttl: Duration,
+    middlewares: Middlewares,
+    group_metrics_interval: Duration,
 }
 
 /// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
@@ -128,6 +133,8 @@ impl Default for RedisConsumerBuilder {
             remove_idle_consumers: None,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             ordered: false,
+            middlewares: Middlewares::default(),
+            group_metrics_interval: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(5),
         }
     }
@@ -278,6 +285,22 @@ impl RedisConsumerBuilder {
         self.max_buffered_bytes = bytes;
         self
     }
+
+    /// Adds a [`Middleware`] around every handler call and batch read, inside the ones added
+    /// before (and inside backbone's tracing and metrics); it is also told how each delivery
+    /// settled and the group's state.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middlewares = self.middlewares.with(middleware);
+        self
+    }
+
+    /// How often each partition's group state (pending, lag, consumers) is read with
+    /// `XINFO GROUPS` for the middlewares' [`group_observed`](Middleware::group_observed)
+    /// and the `backbone_group_*` gauges (default 10 s; at least 100 ms).
+    pub fn group_metrics_interval(mut self, interval: Duration) -> Self {
+        self.group_metrics_interval = interval;
+        self
+    }
 }
 
 impl ConsumerBuilder for RedisConsumerBuilder {
@@ -301,6 +324,12 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             return Err(Error::Config(
                 "claim_min_idle must be at least 10 ms".into(),
             ));
+        }
+        if self.group_metrics_interval < Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "group_metrics_interval must be at least 100 ms, got {:?}",
+                self.group_metrics_interval
+            )));
         }
         if self.block.is_zero() {
             return Err(Error::Config(
@@ -351,7 +380,8 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             return Ok(ConsumerLifetime::new(stop, task).with_probe(tracker));
         }
         let mut partitions = Vec::new();
-        for keys in layout.partitions() {
+        let partitioned = layout.count() > 1;
+        for (index, keys) in layout.partitions().iter().enumerate() {
             let reader = self
                 .settings
                 .connect_blocking("reader", &who, self.block)
@@ -360,6 +390,7 @@ impl ConsumerBuilder for RedisConsumerBuilder {
             let task = self.start_partition(
                 Part {
                     health: tracker.clone(),
+                    partition: partitioned.then_some(index as u32),
                     keys: keys.clone(),
                     address: address.clone(),
                     name: name.clone(),
@@ -385,6 +416,8 @@ impl ConsumerBuilder for RedisConsumerBuilder {
 /// What one partition's tasks are started with.
 struct Part {
     health: Arc<health::Tracker>,
+    /// The partition's index, on a partitioned stream.
+    partition: Option<u32>,
     keys: StreamKeys,
     address: StreamAddress,
     name: String,
@@ -402,7 +435,15 @@ impl RedisConsumerBuilder {
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<Result<(), Error>> {
         let fatal = Arc::new(Fatal::default());
+        let mut info =
+            ChannelInfo::consumer(crate::SYSTEM, part.address.clone(), &self.group, &part.name);
+        if let Some(p) = part.partition {
+            info = info.for_partition(p);
+        }
         let shared = Arc::new(Shared {
+            handler: self.middlewares.wrap(info.clone(), part.handler),
+            middlewares: self.middlewares.clone(),
+            info,
             acker: Arc::new(RedisAcker {
                 connection: part.commands.clone(),
                 stream: part.keys.stream().to_owned(),
@@ -414,7 +455,6 @@ impl RedisConsumerBuilder {
             address: part.address,
             group: self.group.clone(),
             name: part.name,
-            handler: part.handler,
             ack: self.ack,
             retry: self.retry,
             on_unknown: self.on_unknown,
@@ -437,6 +477,11 @@ impl RedisConsumerBuilder {
             shared.clone(),
             batches_rx,
             incoming_tx.clone(),
+            tasks_stop.clone(),
+        ));
+        tokio::spawn(gauges::gauges(
+            shared.clone(),
+            self.group_metrics_interval,
             tasks_stop.clone(),
         ));
         tokio::spawn(claimer::claimer(

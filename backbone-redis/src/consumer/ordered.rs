@@ -218,6 +218,7 @@ impl Ordered {
         let task = self.builder.start_partition(
             Part {
                 health: self.health.clone(),
+                partition: (self.layout.count() > 1).then_some(u32::from(p)),
                 keys,
                 address: self.address.clone(),
                 name: self.name.clone(),

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backbone_core::middleware::{ReadKind, ReadRequest};
 use backbone_core::Error;
 use redis::Value;
 use tokio::sync::mpsc;
@@ -78,7 +79,30 @@ impl Reader {
         }
     }
 
+    /// One read, inside the middlewares' read hooks.
     async fn read(&mut self, after: Option<&str>, count: usize) -> Result<Vec<RawEntry>, Error> {
+        let shared = self.shared.clone();
+        let kind = match after {
+            Some(_) => ReadKind::Own,
+            None => ReadKind::New,
+        };
+        let mut entries = Vec::new();
+        let read = async {
+            entries = self.xreadgroup(after, count).await?;
+            Ok(entries.len())
+        };
+        shared
+            .middlewares
+            .read(&shared.info, ReadRequest { kind, count }, Box::pin(read))
+            .await?;
+        Ok(entries)
+    }
+
+    async fn xreadgroup(
+        &mut self,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<RawEntry>, Error> {
         let shared = &self.shared;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")

@@ -4,7 +4,8 @@
 -- ARGV: 1 expected kind (any | none | exact), 2 expected version, 3 idempotency key given
 -- (0 | 1), 4 idempotency TTL in seconds, 5 aggregate id, 6 produced_at, 7 event count m,
 -- 8 the events' fingerprint ('' without an idempotency key), then per event: message id,
--- operation, version, field count n, n name/value pairs.
+-- operation, version, a count k and k name/value pairs of further entry fields (correlation_id,
+-- causation_id, traceparent, tracestate, header.<name>), field count n, n name/value pairs.
 -- The idempotency record is "<first> <last> <pos1,pos2,...> <fingerprint> <aggregate>"
 -- (records written before fingerprints existed lack the last two, and replay unchecked).
 -- Returns {'ok', "<first> <last> <pos1,pos2,...>"}, {'replay' | 'other_aggregate' |
@@ -48,11 +49,16 @@ local m = tonumber(ARGV[7])
 local at = 9
 local positions = {}
 for i = 1, m do
-  local n = tonumber(ARGV[at + 3])
+  local k = tonumber(ARGV[at + 3])
   local v = current + i
   local entry = {'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2],
     'produced_at', ARGV[6], 'key', ARGV[5], 'aggregate', ARGV[5], 'aggregate_version', tostring(v)}
-  at = at + 4
+  for j = at + 4, at + 3 + 2 * k do
+    entry[#entry + 1] = ARGV[j]
+  end
+  at = at + 4 + 2 * k
+  local n = tonumber(ARGV[at])
+  at = at + 1
   if n > 0 then
     local payload = KEYS[3 + idem + i]
     redis.call('HSET', payload, unpack(ARGV, at, at + 2 * n - 1))

@@ -3,8 +3,9 @@
 -- KEYS[1] the stream, KEYS[1 + i] the marker of event i: its payload hash when it has
 -- parameters, else its sent-record (StreamKeys::sent).
 -- ARGV[1] payload TTL in ms ('0' for none), ARGV[2] the number of events m, then per event:
--- message id, operation, version, produced_at, ordering key ('' for none), field count n, and
--- n name/value pairs.
+-- message id, operation, version, produced_at, a count k and k name/value pairs of further
+-- entry fields (key, correlation_id, causation_id, traceparent, tracestate, header.<name>:
+-- written as given, after produced_at), a field count n and n name/value pairs (the payload).
 --
 -- Checks the stream's type before the first write: an error reply proves that nothing was
 -- written (neither Lua nor MULTI rolls back). Then answers one reply per event:
@@ -28,9 +29,10 @@ local with_fields, without_fields = false, false
 do
   local at = 3
   for _ = 1, tonumber(ARGV[2]) do
-    local n = tonumber(ARGV[at + 5])
+    local k = tonumber(ARGV[at + 4])
+    local n = tonumber(ARGV[at + 5 + 2 * k])
     if n > 0 then with_fields = true else without_fields = true end
-    at = at + 6 + 2 * n
+    at = at + 6 + 2 * k + 2 * n
   end
 end
 local calls = {}
@@ -57,10 +59,12 @@ local replies = {}
 local at = 3
 for i = 1, tonumber(ARGV[2]) do
   local marker = KEYS[1 + i]
-  local n = tonumber(ARGV[at + 5])
+  local k = tonumber(ARGV[at + 4])
+  local fields_at = at + 5 + 2 * k
+  local n = tonumber(ARGV[fields_at])
   local fresh
   if n > 0 then
-    fresh = pcall('HSET', marker, unpack(ARGV, at + 6, at + 5 + 2 * n))
+    fresh = pcall('HSET', marker, unpack(ARGV, fields_at + 1, fields_at + 2 * n))
   else
     fresh = 1 - redis.call('EXISTS', marker)
   end
@@ -72,19 +76,16 @@ for i = 1, tonumber(ARGV[2]) do
   elseif type(fresh) == 'table' then
     replies[i] = failed('HSET', marker, fresh)
   else
-    local id
-    local key = ARGV[at + 4]
-    if n > 0 then
-      if key == '' then
-        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'payload', marker)
-      else
-        id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key, 'payload', marker)
-      end
-    elseif key == '' then
-      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3])
-    else
-      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1], 'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'key', key)
+    local entry = {stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
+      'version', ARGV[at + 2], 'produced_at', ARGV[at + 3]}
+    for j = at + 5, at + 4 + 2 * k do
+      entry[#entry + 1] = ARGV[j]
     end
+    if n > 0 then
+      entry[#entry + 1] = 'payload'
+      entry[#entry + 1] = marker
+    end
+    local id = pcall('XADD', unpack(entry))
     if type(id) == 'table' then
       if n > 0 then
         redis.call('DEL', marker)
@@ -99,6 +100,6 @@ for i = 1, tonumber(ARGV[2]) do
       replies[i] = id
     end
   end
-  at = at + 6 + 2 * n
+  at = fields_at + 1 + 2 * n
 end
 return replies

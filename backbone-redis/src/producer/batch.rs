@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connection::Connection;
+use crate::entry::envelope_fields;
 use crate::lua::PUBLISH;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
@@ -183,9 +184,13 @@ impl Task {
             cmd.arg(text.as_str())
                 .arg(event.operation)
                 .arg(event.version)
-                .arg(event.produced_at)
-                .arg(event.key.as_deref().unwrap_or(""))
-                .arg(event.fields.len());
+                .arg(event.produced_at);
+            let extra = envelope_fields(&event.message_id, event.key.as_deref(), &event.envelope);
+            cmd.arg(extra.len());
+            for (name, value) in &extra {
+                cmd.arg(name.as_ref()).arg(*value);
+            }
+            cmd.arg(event.fields.len());
             for (name, value) in event.fields.iter() {
                 cmd.arg(name).arg(value);
             }

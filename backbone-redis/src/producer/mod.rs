@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backbone_core::{Error, MessageId, OutgoingEvent, Producer, ProducerBuilder, Publish};
+use backbone_core::middleware::ChannelInfo;
+use backbone_core::{
+    Error, MessageId, Middleware, Middlewares, OutgoingEvent, Producer, ProducerBuilder, Publish,
+};
 use redis::RedisError;
 use tokio::time::Instant;
 
@@ -63,6 +66,7 @@ pub struct RedisProducerBuilder {
     payload_ttl: Option<Duration>,
     send_timeout: Option<Duration>,
     durable: Option<Durability>,
+    middlewares: Middlewares,
 }
 
 impl RedisProducerBuilder {
@@ -135,26 +139,27 @@ impl RedisProducerBuilder {
         self
     }
 
+    /// Adds a [`Middleware`] around every send of the producers this builds, inside the ones
+    /// added before (and inside backbone's tracing and metrics). A
+    /// [`RedisPublisher`] used directly runs none.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middlewares = self.middlewares.with(middleware);
+        self
+    }
+
     /// Checks the options, connects and returns the [`RedisPublisher`] that
     /// [`build_producer`](ProducerBuilder::build_producer) wraps: use it to send
     /// [`OutgoingEvent`]s directly.
     ///
     /// ```no_run
-    /// use backbone_core::{metadata::now_millis, Error, Fields, MessageId, OutgoingEvent, Publish};
+    /// use backbone_core::{Error, Fields, OutgoingEvent, Publish};
     /// use backbone_redis::RedisProducerBuilder;
     ///
     /// # async fn run() -> Result<(), Error> {
     /// let publisher = RedisProducerBuilder::new().uri("greetings").build_publisher().await?;
     /// let mut fields = Fields::new();
     /// fields.push("name", br#""Ada""#.to_vec());
-    /// let event = OutgoingEvent {
-    ///     message_id: MessageId::new(),
-    ///     operation: "hello",
-    ///     version: 0,
-    ///     produced_at: now_millis(),
-    ///     key: None,
-    ///     fields,
-    /// };
+    /// let event = OutgoingEvent::new("hello", 0, fields);
     /// let id = publisher.publish(event.clone()).await?;
     /// assert_eq!(publisher.publish(event).await?, id); // written once
     /// # Ok(())
@@ -220,7 +225,9 @@ impl RedisProducerBuilder {
 
 impl ProducerBuilder for RedisProducerBuilder {
     async fn build_producer(self) -> Result<Producer, Error> {
-        Ok(Producer::new(Arc::new(self.build_publisher().await?)))
+        let middlewares = self.middlewares.clone();
+        let publisher = self.build_publisher().await?;
+        Ok(Producer::with_middlewares(Arc::new(publisher), middlewares))
     }
 }
 
@@ -470,5 +477,9 @@ impl Publish for RedisPublisher {
             }
             tokio::time::sleep(backoff.next()).await;
         }
+    }
+
+    fn info(&self) -> ChannelInfo {
+        ChannelInfo::producer(crate::SYSTEM, self.layout.address().clone())
     }
 }

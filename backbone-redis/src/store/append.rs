@@ -9,6 +9,7 @@ use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
+use crate::entry::envelope_fields;
 use crate::lua::APPEND;
 
 impl<E: ContractEvent> EventStore<E> {
@@ -90,14 +91,20 @@ impl<E: ContractEvent> EventStore<E> {
             .arg(now_millis())
             .arg(events.len())
             .arg(fingerprint);
+        let envelope = options.envelope();
         for (operation, fields) in encoded {
             let id = MessageId::new();
             invocation.key(keys.payload(&id));
             invocation
                 .arg(id.to_string())
                 .arg(operation.name)
-                .arg(operation.version)
-                .arg(fields.len());
+                .arg(operation.version);
+            let extra = envelope_fields(&id, None, &envelope);
+            invocation.arg(extra.len());
+            for (name, value) in &extra {
+                invocation.arg(name.as_ref()).arg(*value);
+            }
+            invocation.arg(fields.len());
             for (name, value) in fields.iter() {
                 invocation.arg(name).arg(value);
             }

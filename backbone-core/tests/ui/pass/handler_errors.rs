@@ -37,17 +37,7 @@ impl Acknowledge for NoAck {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let ctx = ConsumerContext::new(
-        Metadata {
-            message_id: MessageId::new(),
-            operation: "uploaded".into(),
-            version: 0,
-            environment: None,
-            uri: "files".into(),
-            produced_at: 0,
-            stream_id: "1-0".into(),
-            delivery_count: 1,
-            key: None,
-        },
+        Metadata::new(MessageId::new(), "uploaded", 0, "files"),
         Arc::new(NoAck),
     );
     let empty = FilesEvent::Uploaded {
