@@ -61,6 +61,11 @@ pub enum Command {
         /// From the first entry instead of from now.
         #[arg(long)]
         from_start: bool,
+        /// From what this group has not been delivered yet (its last-delivered-id on each
+        /// partition, from `XINFO GROUPS`), then live. The group is only looked at: its
+        /// consumers still get every entry.
+        #[arg(long, conflicts_with = "from_start")]
+        group: Option<String>,
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
