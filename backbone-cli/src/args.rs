@@ -32,7 +32,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Every backbone stream: environment, uri, partition, length, first and last entry, groups.
+    /// Every backbone stream: environment, uri, partition, length, first and last entry, groups
+    /// (on a cluster, from every master).
     Streams,
     /// The groups of a stream: lag, pending, last delivered, and their consumers' idle times.
     Groups {

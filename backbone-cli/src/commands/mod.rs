@@ -4,6 +4,7 @@
 mod aggregate;
 mod dead;
 mod groups;
+mod masters;
 mod pending;
 mod show;
 mod streams;
