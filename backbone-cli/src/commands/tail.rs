@@ -28,6 +28,8 @@ pub enum Start {
     Undelivered(String),
 }
 
+/// Prints the events of every partition from `start` on, as they come, until `count` were
+/// shown (or forever).
 pub async fn run(
     stream: &Stream,
     start: Start,
