@@ -12,6 +12,7 @@ use crate::args::Global;
 use crate::error::{redis, Failure};
 use crate::output::Output;
 
+/// Lists every backbone stream of the server, or of every master of the cluster.
 pub async fn run(g: &Global, out: &Output) -> Result<(), Failure> {
     let settings = settings(g);
     let mut connection = settings.open_connection("cli").await?;
