@@ -32,7 +32,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Every backbone stream: environment, uri, partition, length, first and last entry, groups.
+    /// Every backbone stream: environment, uri, partition, length, first and last entry, groups
+    /// (on a cluster, from every master).
     Streams,
     /// The groups of a stream: lag, pending, last delivered, and their consumers' idle times.
     Groups {
@@ -61,6 +62,11 @@ pub enum Command {
         /// From the first entry instead of from now.
         #[arg(long)]
         from_start: bool,
+        /// From what this group has not been delivered yet (its last-delivered-id on each
+        /// partition, from `XINFO GROUPS`), then live. The group is only looked at: its
+        /// consumers still get every entry.
+        #[arg(long, conflicts_with = "from_start")]
+        group: Option<String>,
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,

@@ -1,85 +1,15 @@
 //! The `backbone` command against a real Redis (the fixture's): every command, its `--json`
 //! form, and its errors with their exit codes.
 
+mod common;
+
 use std::time::Duration;
 
-use assert_cmd::Command;
-use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult, RetryPolicy};
-use backbone_redis::testing::{shared, unique_name};
+use backbone_core::RetryPolicy;
+use backbone_redis::testing::unique_name;
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
+use common::*;
 use serde_json::Value;
-
-#[events_contract]
-pub trait Orders {
-    async fn placed(&self, order: u64, item: String);
-}
-
-/// A handler that fails every event (so that they are dead-lettered).
-struct Failing;
-
-#[async_trait]
-impl OrdersConsumer for Failing {
-    async fn placed(&self, _: &ConsumerContext, order: u64, _: String) -> HandlerResult {
-        Err(format!("order {order} fails on purpose").into())
-    }
-}
-
-async fn url() -> String {
-    shared().await.unwrap().url().to_owned()
-}
-
-/// `backbone --url <url> <args>`, with `REDIS_*` cleared so only the flags count.
-fn backbone(url: &str) -> Command {
-    let mut cmd = Command::cargo_bin("backbone").unwrap();
-    cmd.env_remove("REDIS_URL")
-        .env_remove("REDIS_CLUSTER")
-        .arg("--url")
-        .arg(url);
-    cmd
-}
-
-/// The JSON lines of a successful run.
-fn json_lines(cmd: &mut Command) -> Vec<Value> {
-    let output = cmd.arg("--json").output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-/// Runs and expects exit code `code` with `needle` in stderr.
-fn fails(cmd: &mut Command, code: i32, needle: &str) {
-    let output = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert!(stderr.contains(needle), "{stderr} lacks {needle:?}");
-}
-
-async fn produce(url: &str, uri: &str, n: u64) -> Vec<String> {
-    let producer = RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_orders_producer()
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for order in 0..n {
-        ids.push(
-            producer
-                .placed(order, format!("item-{order}"))
-                .await
-                .unwrap()
-                .to_string(),
-        );
-    }
-    ids
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_groups_pending_and_show() {

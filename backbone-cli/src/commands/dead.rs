@@ -1,5 +1,5 @@
 //! `backbone dead list|show|replay|purge <uri> <group> [id|--all]`: a group's dead letters,
-//! on every partition of the stream.
+//! on every partition of the stream; `--all` replays and purges show a progress bar to people.
 
 use backbone_redis::{DeadLetterEntry, DeadLetters};
 use serde_json::{Map, Value};
@@ -8,6 +8,10 @@ use super::{confirm, field_json, pairs, text, Stream};
 use crate::args::{Chosen, Dead, Global};
 use crate::error::Failure;
 use crate::output::Output;
+use crate::progress::Progress;
+
+/// How many dead letters one page of a listing reads.
+const PAGE: usize = 500;
 
 pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure> {
     let (uri, group) = match action {
@@ -35,31 +39,10 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
         Dead::Replay(Chosen { id, all, yes, .. }) => {
             let target = target(id.as_deref(), *all)?;
             confirm(&format!("replay {target} of group {group} on {uri}?"), *yes)?;
-            let mut replayed = Vec::new();
-            for dead in &partitions {
-                match id {
-                    Some(id) if dead.get(id).await?.is_some() => {
-                        replayed.push(dead.replay(id).await?);
-                    }
-                    Some(_) => {}
-                    None => {
-                        let n = dead.replay_all().await?;
-                        replayed.extend((0..n).map(|_| String::new()));
-                    }
-                }
+            match id {
+                Some(id) => replay_one(&partitions, id, &target, group, out).await,
+                None => replay_all(&partitions, out).await,
             }
-            if id.is_some() && replayed.is_empty() {
-                return Err(Failure::NotFound(format!(
-                    "dead letter {target} of group {group}"
-                )));
-            }
-            let mut doc = Map::new();
-            doc.insert("replayed".into(), Value::from(replayed.len()));
-            if let Some(new_id) = replayed.first().filter(|id| !id.is_empty()) {
-                doc.insert("stream_id".into(), Value::from(new_id.as_str()));
-            }
-            out.document(&doc);
-            Ok(())
         }
         Dead::Purge(Chosen { id, all, yes, .. }) => {
             let target = target(id.as_deref(), *all)?;
@@ -67,24 +50,115 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
                 &format!("delete {target} of group {group} on {uri}? This cannot be undone"),
                 *yes,
             )?;
-            let mut purged = 0u64;
-            for dead in &partitions {
-                match id {
-                    Some(id) => purged += u64::from(dead.purge(id).await?),
-                    None => purged += dead.purge_all().await?,
+            let purged = match id {
+                Some(id) => {
+                    let mut purged = 0u64;
+                    for dead in &partitions {
+                        purged += u64::from(dead.purge(id).await?);
+                    }
+                    if purged == 0 {
+                        return Err(Failure::NotFound(format!(
+                            "dead letter {target} of group {group}"
+                        )));
+                    }
+                    purged
                 }
-            }
-            if id.is_some() && purged == 0 {
-                return Err(Failure::NotFound(format!(
-                    "dead letter {target} of group {group}"
-                )));
-            }
+                None => purge_all(&partitions, out).await?,
+            };
             let mut doc = Map::new();
             doc.insert("purged".into(), Value::from(purged));
             out.document(&doc);
             Ok(())
         }
     }
+}
+
+/// Replays dead letter `id`, from whichever partition holds it.
+async fn replay_one(
+    partitions: &[DeadLetters],
+    id: &str,
+    target: &str,
+    group: &str,
+    out: &Output,
+) -> Result<(), Failure> {
+    let mut replayed = Vec::new();
+    for dead in partitions {
+        if dead.get(id).await?.is_some() {
+            replayed.push(dead.replay(id).await?);
+        }
+    }
+    let Some(new_id) = replayed.first() else {
+        return Err(Failure::NotFound(format!(
+            "dead letter {target} of group {group}"
+        )));
+    };
+    let mut doc = Map::new();
+    doc.insert("replayed".into(), Value::from(replayed.len()));
+    doc.insert("stream_id".into(), Value::from(new_id.as_str()));
+    out.document(&doc);
+    Ok(())
+}
+
+/// Replays every dead letter there is now, oldest first on each partition, one by one with a
+/// progress bar. Skipped: those without original fields (they stay: purge them) and those
+/// replayed or purged meanwhile by someone else. Entries dead-lettered again meanwhile wait for
+/// the next replay.
+async fn replay_all(partitions: &[DeadLetters], out: &Output) -> Result<(), Failure> {
+    let mut chosen = Vec::new();
+    for dead in partitions {
+        let mut letters = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = dead.list(after.as_deref(), PAGE).await?;
+            after = page.last().map(|e| e.id.clone());
+            letters.extend(page.iter().map(|e| (e.id.clone(), e.can_replay())));
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        chosen.push(letters);
+    }
+    let total = chosen.iter().map(Vec::len).sum::<usize>() as u64;
+    let progress = Progress::new(out, total, "replaying dead letters");
+    let (mut replayed, mut skipped) = (0u64, 0u64);
+    for (dead, letters) in partitions.iter().zip(chosen) {
+        for (id, can_replay) in letters {
+            if !can_replay {
+                skipped += 1;
+            } else {
+                match dead.replay(&id).await {
+                    Ok(_) => replayed += 1,
+                    Err(_) if dead.get(&id).await?.is_none() => skipped += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            progress.inc(1);
+        }
+    }
+    progress.done();
+    let mut doc = Map::new();
+    doc.insert("replayed".into(), Value::from(replayed));
+    doc.insert("skipped".into(), Value::from(skipped));
+    out.document(&doc);
+    Ok(())
+}
+
+/// Deletes every dead letter of every partition (one atomic `XTRIM` each), with a progress bar
+/// over the dead letters; returns how many.
+async fn purge_all(partitions: &[DeadLetters], out: &Output) -> Result<u64, Failure> {
+    let mut total = 0;
+    for dead in partitions {
+        total += dead.len().await?;
+    }
+    let progress = Progress::new(out, total, "purging dead letters");
+    let mut purged = 0u64;
+    for dead in partitions {
+        let n = dead.purge_all().await?;
+        purged += n;
+        progress.inc(n);
+    }
+    progress.done();
+    Ok(purged)
 }
 
 /// What a replay or purge acts on: one id, or `--all`.
@@ -101,8 +175,8 @@ async fn list(partitions: &[DeadLetters], out: &Output) -> Result<(), Failure> {
     for dead in partitions {
         let mut after: Option<String> = None;
         loop {
-            let page = dead.list(after.as_deref(), 500).await?;
-            let done = page.len() < 500;
+            let page = dead.list(after.as_deref(), PAGE).await?;
+            let done = page.len() < PAGE;
             after = page.last().map(|e| e.id.clone());
             rows.extend(page.iter().map(|entry| describe(dead, entry, false)));
             if done {

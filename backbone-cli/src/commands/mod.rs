@@ -4,6 +4,7 @@
 mod aggregate;
 mod dead;
 mod groups;
+mod masters;
 mod pending;
 mod show;
 mod streams;
@@ -35,8 +36,17 @@ pub async fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
         Command::Tail {
             uri,
             from_start,
+            group,
             count,
-        } => tail::run(&Stream::find(g, uri).await?, *from_start, *count, out).await,
+        } => {
+            let stream = Stream::find(g, uri).await?;
+            let start = match group {
+                Some(group) => tail::Start::Undelivered(group.clone()),
+                None if *from_start => tail::Start::First,
+                None => tail::Start::Now,
+            };
+            tail::run(&stream, start, *count, out).await
+        }
         Command::Aggregate { uri, id } => {
             aggregate::run(&Stream::find(g, uri).await?, id, out).await
         }

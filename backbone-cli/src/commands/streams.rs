@@ -1,25 +1,36 @@
-//! `backbone streams`: every backbone stream on the server (`SCAN … TYPE stream`).
+//! `backbone streams`: every backbone stream on the server (`SCAN … TYPE stream`), or on
+//! every master of a cluster (`--cluster`), each listed once.
+
+use std::collections::BTreeSet;
 
 use backbone_redis::connection::Connection;
 use serde_json::Value;
 
+use super::masters::{is_tls, master_settings, masters};
 use super::{json, object, pairs, settings, text};
 use crate::args::Global;
 use crate::error::{redis, Failure};
 use crate::output::Output;
 
+/// Lists every backbone stream of the server, or of every master of the cluster.
 pub async fn run(g: &Global, out: &Output) -> Result<(), Failure> {
     let settings = settings(g);
-    if settings.is_cluster() {
-        return Err(Failure::Usage(
-            "streams lists one server's keys; on a cluster, run it against each master \
-             (--url redis://<master>) without --cluster"
-                .into(),
-        ));
-    }
     let mut connection = settings.open_connection("cli").await?;
-    let mut keys = scan(&mut connection).await?;
-    keys.sort();
+    let keys: BTreeSet<String> = if settings.is_cluster() {
+        // SCAN sees one node's keys: scan every master, through a connection of its own. A key
+        // seen on two masters (a slot migrating meanwhile) is listed once; XINFO below goes
+        // through the cluster connection, to whoever serves the key now.
+        let mut keys = BTreeSet::new();
+        for master in masters(&mut connection, is_tls(g)).await? {
+            let mut node = master_settings(g, &settings, &master)?
+                .open_connection("cli")
+                .await?;
+            keys.extend(scan(&mut node).await?);
+        }
+        keys
+    } else {
+        scan(&mut connection).await?.into_iter().collect()
+    };
     let mut rows = Vec::new();
     for key in keys {
         let Some(tag) = key

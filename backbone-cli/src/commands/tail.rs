@@ -1,5 +1,6 @@
-//! `backbone tail <uri>`: events as they arrive (or from the start), with their decoded
-//! parameters, on every partition; read with `XREAD`, so no group is touched.
+//! `backbone tail <uri>`: events as they arrive (or from the start, or from what a group has
+//! not been delivered yet), with their decoded parameters, on every partition; read with
+//! `XREAD`, so no group is touched (`--group` only reads the group's last-delivered-id).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::show::{entry_document, Fields};
-use super::Stream;
+use super::{pairs, text, Stream};
 use crate::error::{redis, Failure};
 use crate::output::Output;
 
@@ -17,23 +18,39 @@ type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
 /// How long one `XREAD` blocks.
 const BLOCK: Duration = Duration::from_millis(500);
 
+/// Where tailing starts, on every partition.
+pub enum Start {
+    /// At the first entry.
+    First,
+    /// After the last entry now (only what arrives from now on).
+    Now,
+    /// After the last entry delivered to this group (its last-delivered-id).
+    Undelivered(String),
+}
+
+/// Prints the events of every partition from `start` on, as they come, until `count` were
+/// shown (or forever).
 pub async fn run(
     stream: &Stream,
-    from_start: bool,
+    start: Start,
     count: Option<u64>,
     out: &Output,
 ) -> Result<(), Failure> {
+    // Every partition's starting point first, so that an unknown group fails before any output.
+    let mut starts = Vec::new();
+    for keys in stream.layout.partitions() {
+        starts.push(match &start {
+            Start::First => "0-0".to_owned(),
+            Start::Now => "$".to_owned(),
+            Start::Undelivered(group) => last_delivered(stream, keys.stream(), group).await?,
+        });
+    }
     let (tx, mut rx) = mpsc::channel::<Result<(usize, String, Fields), Failure>>(256);
-    for (p, keys) in stream.layout.partitions().iter().enumerate() {
+    for (p, (keys, mut after)) in stream.layout.partitions().iter().zip(starts).enumerate() {
         // A connection of its own per partition: a blocking read stalls its connection.
         let mut connection = stream.settings.open_connection("cli-tail").await?;
         let key = keys.stream().to_owned();
         let tx = tx.clone();
-        let mut after = if from_start {
-            "0-0".to_owned()
-        } else {
-            "$".to_owned()
-        };
         tokio::spawn(async move {
             loop {
                 let reply: Result<ReadReply, _> = ::redis::cmd("XREAD")
@@ -63,8 +80,12 @@ pub async fn run(
         });
     }
     drop(tx);
+    let from = match &start {
+        Start::Undelivered(group) => format!(", from what group {group} has not been delivered"),
+        _ => String::new(),
+    };
     out.note(&format!(
-        "tailing {} ({} partition(s)); Ctrl-C to stop",
+        "tailing {} ({} partition(s)){from}; Ctrl-C to stop",
         stream.layout.address(),
         stream.layout.count()
     ));
@@ -87,4 +108,39 @@ pub async fn run(
         shown += 1;
     }
     Ok(())
+}
+
+/// The last-delivered-id of `group` on stream `key` (`XINFO GROUPS`; never `XREADGROUP`,
+/// which would take entries from the group's consumers). `NotFound` naming the group when the
+/// stream has no such group.
+async fn last_delivered(stream: &Stream, key: &str, group: &str) -> Result<String, Failure> {
+    let not_found = || Failure::NotFound(format!("group {group} on {key}"));
+    let groups = match super::groups::xinfo_groups(stream, key).await {
+        Ok(groups) => groups,
+        // A partition that was never written to has no key, hence no group.
+        Err(Failure::Backbone(e)) if e.to_string().contains("no such key") => {
+            return Err(not_found())
+        }
+        Err(other) => return Err(other),
+    };
+    for info in groups {
+        let fields = pairs(info);
+        let named = fields
+            .iter()
+            .any(|(name, value)| name == "name" && text(value.clone()) == group);
+        if !named {
+            continue;
+        }
+        return fields
+            .into_iter()
+            .find(|(name, _)| name == "last-delivered-id")
+            .map(|(_, id)| text(id))
+            .ok_or_else(|| {
+                Failure::Backbone(backbone_core::Error::channel(
+                    format!("XINFO GROUPS {key}"),
+                    format!("group {group} has no last-delivered-id"),
+                ))
+            });
+    }
+    Err(not_found())
 }

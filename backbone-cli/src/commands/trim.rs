@@ -1,5 +1,5 @@
 //! `backbone trim <uri> --max-len N | --before ID`: safe trimming of every partition, with
-//! what it removed and what held it back.
+//! what it removed and what held it back, with a progress bar over the partitions.
 
 use backbone_redis::StreamAdmin;
 use serde_json::Value;
@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{confirm, object, Stream};
 use crate::error::Failure;
 use crate::output::Output;
+use crate::progress::Progress;
 
 pub async fn run(
     stream: &Stream,
@@ -22,11 +23,9 @@ pub async fn run(
     };
     confirm(&format!("trim {} {what}?", stream.layout.address()), yes)?;
     let mut rows = Vec::new();
-    for (p, admin) in StreamAdmin::open_partitions(&stream.settings)
-        .await?
-        .iter()
-        .enumerate()
-    {
+    let admins = StreamAdmin::open_partitions(&stream.settings).await?;
+    let progress = Progress::new(out, admins.len() as u64, "trimming partitions");
+    for (p, admin) in admins.iter().enumerate() {
         let report = match (max_len, before) {
             (Some(n), _) => admin.trim(n).await?,
             (None, Some(id)) => admin.trim_before(id).await.map_err(|e| match e {
@@ -45,7 +44,9 @@ pub async fn run(
             ),
             ("length", Value::from(admin.len().await?)),
         ]));
+        progress.inc(1);
     }
+    progress.done();
     out.rows(
         &[
             "partition",
