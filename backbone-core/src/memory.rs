@@ -53,7 +53,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::middleware::{ChannelInfo, Middlewares, Settled, Settlement};
+use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
 use crate::{
     names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
@@ -378,7 +378,7 @@ impl MemoryConsumer {
                 return Ok(());
             }
             appended.borrow_and_update();
-            match self.next(&mut own_pending) {
+            match self.read(&mut own_pending).await {
                 Some((index, event, deliveries)) => {
                     if self.deliver(index, &event, deliveries).await {
                         handled += 1;
@@ -390,6 +390,28 @@ impl MemoryConsumer {
                 },
             }
         }
+    }
+
+    /// [`next`](Self::next) inside the middlewares' read hooks: a read of at most one entry.
+    async fn read(
+        &self,
+        own_pending: &mut VecDeque<usize>,
+    ) -> Option<(usize, Arc<OutgoingEvent>, u32)> {
+        let kind = match own_pending.is_empty() {
+            true => ReadKind::New,
+            false => ReadKind::Own,
+        };
+        let mut taken = None;
+        let read = async {
+            taken = self.next(own_pending);
+            Ok(usize::from(taken.is_some()))
+        };
+        let request = ReadRequest { kind, count: 1 };
+        // A middleware may refuse the read; the consumer then waits for the next append.
+        if let Err(e) = self.middlewares.read(&self.info, request, Box::pin(read)).await {
+            tracing::warn!(error = %e, "a middleware refused the read");
+        }
+        taken
     }
 
     /// Claims the next entry for this consumer: its own pending ones first, then new ones.
