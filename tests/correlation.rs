@@ -5,65 +5,20 @@
 
 mod common;
 
+use common::flow::*;
+
 use std::time::Duration;
 
 use backbone_core::memory::InMemoryBroker;
 use backbone_core::store::{AppendOptions, ExpectedVersion};
 use backbone_core::{
-    async_trait, events_contract, ConsumerBuilder, ConsumerContext, HandlerResult, Metadata,
+    async_trait, ConsumerBuilder, ConsumerContext, HandlerResult, Metadata,
 };
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
-
-/// One operation per hop of the workflow.
-#[events_contract]
-pub trait Flow {
-    async fn placed(&self, order: u64);
-    async fn packed(&self, order: u64);
-    async fn delivered(&self, order: u64);
-}
-
-/// A hop: records what it handles and, unless it is the last, sends the next hop's event
-/// through `next` with nothing but the parameters.
-#[derive(Clone)]
-struct Hop {
-    next: Option<FlowProducer>,
-    seen: mpsc::UnboundedSender<Metadata>,
-}
-
-impl Hop {
-    fn record(&self, ctx: &ConsumerContext) {
-        let _ = self.seen.send(ctx.metadata().clone());
-    }
-}
-
-#[async_trait]
-impl FlowConsumer for Hop {
-    async fn placed(&self, ctx: &ConsumerContext, order: u64) -> HandlerResult {
-        self.record(ctx);
-        self.next.as_ref().unwrap().packed(order).await?;
-        Ok(())
-    }
-    async fn packed(&self, ctx: &ConsumerContext, order: u64) -> HandlerResult {
-        self.record(ctx);
-        self.next.as_ref().unwrap().delivered(order).await?;
-        Ok(())
-    }
-    async fn delivered(&self, ctx: &ConsumerContext, _order: u64) -> HandlerResult {
-        self.record(ctx);
-        Ok(())
-    }
-}
-
-async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Metadata>) -> Metadata {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("the hop ran within 10 s")
-        .expect("the hop is alive")
-}
 
 /// Checks what the three hops saw: one correlation id (the one given, else the first event's
 /// message id), each event caused by the one before, the header on the first hop only.

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 /// Settings and helpers of the delivery scenarios (`tests/delivery_*.rs`).
 pub mod delivery;
 
+/// The three-hop workflow of the observability tests.
+pub mod flow;
+
 /// A nested parameter type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Address {
