@@ -131,6 +131,7 @@ async fn a_consumer_needs_exactly_its_rule() {
         .name("acl-1")
         .claim_min_idle(Duration::from_millis(100))
         .remove_idle_consumers(Duration::from_millis(50))
+        .group_metrics_interval(Duration::from_millis(100))
         .retry(quick_retry(2))
         .subscribe_ticks_consumer(recorder)
         .await
@@ -159,6 +160,23 @@ async fn a_consumer_needs_exactly_its_rule() {
         .expect("a refused XREADGROUP ends the consumer")
         .unwrap_err();
     refused(&err, "xreadgroup", &password);
+
+    // The group gauges' XINFO GROUPS refused: fatal like any other refusal.
+    let (url, password) = user(&server, &uri, acl::CONSUMER, "-xinfo|groups").await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .group("g2")
+        .group_metrics_interval(Duration::from_millis(100))
+        .subscribe_ticks_consumer(TickRecorder::new("gauges", tx))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("a refused XINFO GROUPS ends the consumer")
+        .unwrap_err();
+    refused(&err, "xinfo groups", &password);
 
     // XADD refused on the dead-letter stream: the script checks before its XACK, so the
     // entry stays pending (not lost) and the consumer stops naming XADD.

@@ -31,11 +31,12 @@ pub const PRODUCER: &str = "-@all +client|setname +ping +evalsha +script|load \
 
 /// A consumer: recording and checking the partition count (`SET … NX`, `GET`), creating its group, reading, acknowledging, claiming (`XAUTOCLAIM`, `XCLAIM`),
 /// delivery counts (`XPENDING`), payloads (`HGETALL`), the dead-letter script (`TYPE`, `TIME`,
-/// `XADD` to the group's dead-letter stream) and, with `remove_idle_consumers`, `XINFO
-/// CONSUMERS` and `XGROUP DELCONSUMER`.
+/// `XADD` to the group's dead-letter stream), the group's gauges (`XINFO GROUPS`, every
+/// [`group_metrics_interval`](crate::RedisConsumerBuilder::group_metrics_interval)) and, with
+/// `remove_idle_consumers`, `XINFO CONSUMERS` and `XGROUP DELCONSUMER`.
 pub const CONSUMER: &str = "-@all +client|setname +xgroup|create +xreadgroup \
      +xack +xautoclaim +xclaim +xpending +hgetall +evalsha +script|load +type +time +xadd \
-     +xinfo|consumers +xgroup|delconsumer +set +get";
+     +xinfo|groups +xinfo|consumers +xgroup|delconsumer +set +get";
 
 /// An event store: the append script (expected version, idempotency record, payloads, both
 /// streams, counters), reads, snapshots, projections' checkpoints and statistics. Consumers of
