@@ -5,7 +5,9 @@
 //! produce throughput (1), consume throughput (2), end-to-end latency at fixed offered rates
 //! (3), event-store append with an expected version (4), consume from a 10k-entry vs a
 //! 1M-entry stream (5), Redis memory per event (6), produce and consume on a 3-master Redis
-//! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7). Each
+//! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7), produce
+//! and consume with a `tracing` subscriber and a `metrics` recorder installed against the same
+//! with nothing listening (8). Each
 //! scenario alternates framework and raw runs on fresh streams so drift hits both, and reports
 //! events/s (or ms, bytes) for both and the ratio framework/raw. See `--help`.
 
@@ -17,6 +19,8 @@ mod cluster;
 mod common;
 #[path = "throughput/consume.rs"]
 mod consume;
+#[path = "throughput/instrumented.rs"]
+mod instrumented;
 #[path = "throughput/latency.rs"]
 mod latency;
 #[path = "throughput/memory.rs"]
@@ -90,7 +94,7 @@ async fn run(opts: Options) -> Res<bool> {
             ctx.opts.events, ctx.opts.rounds, ctx.opts.duration_s, ctx.opts.long_len
         );
     }
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("produce", |c| Box::pin(produce::run(c))),
         ("consume", |c| Box::pin(consume::run(c))),
         ("latency", |c| Box::pin(latency::run(c))),
@@ -98,6 +102,7 @@ async fn run(opts: Options) -> Res<bool> {
         ("long_stream", |c| Box::pin(consume::run_long(c))),
         ("memory", |c| Box::pin(memory::run(c))),
         ("cluster", |c| Box::pin(cluster::run(c))),
+        ("instrumented", |c| Box::pin(instrumented::run(c))),
     ];
     assert_eq!(scenarios.map(|(name, _)| name), options::SCENARIOS);
     let started = Instant::now();

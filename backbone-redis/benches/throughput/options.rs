@@ -20,11 +20,11 @@ Framework vs raw redis-rs doing the same Redis work, on $REDIS_URL or a redis-se
   --rates A,B     offered rates of the latency runs, events/s (default 1000,10000)
   --long N        entries of the long stream of scenario 5 (default 1000000; --quick: 100000)
   --only LIST     run only these scenarios, e.g. produce,latency (of: produce, consume,
-                  latency, append, long_stream, memory, cluster)
+                  latency, append, long_stream, memory, cluster, instrumented)
   --help          this text";
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "produce",
     "consume",
     "latency",
@@ -32,6 +32,7 @@ pub const SCENARIOS: [&str; 7] = [
     "long_stream",
     "memory",
     "cluster",
+    "instrumented",
 ];
 
 #[derive(Debug, Clone, Serialize)]
