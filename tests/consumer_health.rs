@@ -109,3 +109,33 @@ async fn a_stopped_consumer_says_why() {
     );
     assert!(lifetime.completion().await.is_err());
 }
+
+#[tokio::test]
+async fn the_in_memory_consumer_reports_its_health_too() {
+    let broker = backbone_core::memory::InMemoryBroker::new();
+    let gate = Gate(Arc::new(Semaphore::new(0)));
+    let producer = broker
+        .producer_builder()
+        .uri("health")
+        .build_ticks_producer()
+        .await
+        .unwrap();
+    let lifetime = broker
+        .consumer_builder()
+        .uri("health")
+        .max_messages(1)
+        .subscribe_ticks_consumer(gate.clone())
+        .await
+        .unwrap();
+    eventually("a first read", || lifetime.health().last_read_ms.is_some()).await;
+    let idle = lifetime.health();
+    assert!(idle.is_ready() && idle.held == 0, "{idle:?}");
+    producer.tick(1).await.unwrap();
+    eventually("the event held", || lifetime.health().held == 1).await;
+    gate.0.add_permits(1);
+    eventually("stopped", || lifetime.health().stopped.is_some()).await;
+    let done = lifetime.health();
+    assert_eq!(done.stopped.as_deref(), Some("handled max_messages (1)"));
+    assert!(!done.is_ready() && done.held == 0, "{done:?}");
+    lifetime.completion().await.unwrap();
+}

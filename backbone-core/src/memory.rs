@@ -47,6 +47,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -56,6 +57,8 @@ use tokio_util::sync::CancellationToken;
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
 use crate::{
     names::{check_name, default_consumer_name},
+    lifetime::{Health, HealthProbe},
+    metadata::now_millis,
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
     HandleError, MessageId, Metadata, Middleware, OutgoingEvent, Producer, ProducerBuilder,
     Publish, StreamAddress,
@@ -305,6 +308,7 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
         let info = ChannelInfo::consumer(SYSTEM, address.clone(), &self.group, &name);
         let handler = self.middlewares.wrap(info.clone(), handler);
         let consumer = MemoryConsumer {
+            probe: Arc::default(),
             info,
             middlewares: self.middlewares,
             acker: Arc::new(MemoryAcker {
@@ -320,8 +324,30 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             handler,
         };
         let stop = CancellationToken::new();
+        let probe = consumer.probe.clone();
         let task = tokio::spawn(consumer.run(stop.clone()));
-        Ok(ConsumerLifetime::new(stop, task))
+        Ok(ConsumerLifetime::new(stop, task).with_probe(probe))
+    }
+}
+
+/// An in-memory consumer's health: always connected; when it last looked for an event, the
+/// event it holds (0 or 1), and why it stopped.
+#[derive(Default)]
+struct MemoryProbe {
+    last_read_ms: AtomicU64,
+    held: AtomicUsize,
+    stopped: Mutex<Option<String>>,
+}
+
+impl HealthProbe for MemoryProbe {
+    fn health(&self) -> Health {
+        let last = self.last_read_ms.load(Ordering::Relaxed);
+        Health {
+            connected: true,
+            last_read_ms: (last > 0).then_some(last),
+            held: self.held.load(Ordering::Relaxed),
+            stopped: lock(&self.stopped).clone(),
+        }
     }
 }
 
@@ -345,6 +371,7 @@ impl Acknowledge for MemoryAcker {
 }
 
 struct MemoryConsumer {
+    probe: Arc<MemoryProbe>,
     info: ChannelInfo,
     middlewares: Middlewares,
     stream: Arc<Stream>,
@@ -374,18 +401,25 @@ impl MemoryConsumer {
             .unwrap_or_default();
         let mut handled = 0u64;
         loop {
-            if stop.is_cancelled() || self.max_messages.is_some_and(|max| handled >= max) {
+            if stop.is_cancelled() {
+                *lock(&self.probe.stopped) = Some("shut down".into());
+                return Ok(());
+            }
+            if let Some(max) = self.max_messages.filter(|max| handled >= *max) {
+                *lock(&self.probe.stopped) = Some(format!("handled max_messages ({max})"));
                 return Ok(());
             }
             appended.borrow_and_update();
             match self.read(&mut own_pending).await {
                 Some((index, event, deliveries)) => {
+                    self.probe.held.store(1, Ordering::Relaxed);
                     if self.deliver(index, &event, deliveries).await {
                         handled += 1;
                     }
+                    self.probe.held.store(0, Ordering::Relaxed);
                 }
                 None => tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
+                    _ = stop.cancelled() => {}
                     _ = appended.changed() => {}
                 },
             }
@@ -401,6 +435,7 @@ impl MemoryConsumer {
             true => ReadKind::New,
             false => ReadKind::Own,
         };
+        self.probe.last_read_ms.store(now_millis(), Ordering::Relaxed);
         let mut taken = None;
         let read = async {
             taken = self.next(own_pending);
