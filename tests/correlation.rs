@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use backbone_core::memory::InMemoryBroker;
 use backbone_core::store::{AppendOptions, ExpectedVersion};
-use backbone_core::{
-    async_trait, ConsumerBuilder, ConsumerContext, HandlerResult, Metadata,
-};
+use backbone_core::{async_trait, ConsumerBuilder, ConsumerContext, HandlerResult, Metadata};
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
@@ -69,7 +67,10 @@ async fn a_workflow_shares_one_correlation_id_on_redis() {
                 .unwrap();
             lifetimes.push(lifetime);
         }
-        let start = producer(&uris[0]).await.unwrap().with_header("tenant", "acme");
+        let start = producer(&uris[0])
+            .await
+            .unwrap()
+            .with_header("tenant", "acme");
         let start = match correlation {
             Some(id) => start.with_correlation_id(id),
             None => start,
@@ -231,7 +232,10 @@ async fn a_spawned_task_needs_caused_by() {
     let placed = start.placed(1).await.unwrap();
     lifetime.completion().await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let recorder = Hop { next: None, seen: tx };
+    let recorder = Hop {
+        next: None,
+        seen: tx,
+    };
     broker
         .consumer_builder()
         .uri("next")
@@ -336,15 +340,28 @@ async fn store_appends_carry_correlation_causation_and_headers() {
     let store = store().await.unwrap();
     let options = AppendOptions::default().correlation_id("import-1");
     store
-        .append("order-6", ExpectedVersion::Any, &[FlowEvent::Placed { order: 6 }], options)
+        .append(
+            "order-6",
+            ExpectedVersion::Any,
+            &[FlowEvent::Placed { order: 6 }],
+            options,
+        )
         .await
         .unwrap();
     store
-        .append("order-7", ExpectedVersion::Any, &[FlowEvent::Placed { order: 7 }], AppendOptions::default())
+        .append(
+            "order-7",
+            ExpectedVersion::Any,
+            &[FlowEvent::Placed { order: 7 }],
+            AppendOptions::default(),
+        )
         .await
         .unwrap();
     let six = &store.read("order-6", 1, 10).await.unwrap().events[0].metadata;
-    assert_eq!((six.correlation_id.as_str(), six.causation_id.as_deref()), ("import-1", None));
+    assert_eq!(
+        (six.correlation_id.as_str(), six.causation_id.as_deref()),
+        ("import-1", None)
+    );
     let seven = &store.read("order-7", 1, 10).await.unwrap().events[0].metadata;
     assert_eq!(seven.correlation_id, seven.message_id.to_string());
 }

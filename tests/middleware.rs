@@ -11,8 +11,8 @@ use backbone_core::middleware::{
     ChannelInfo, GroupState, NextHandle, NextRead, NextSend, ReadRequest, Settled,
 };
 use backbone_core::{
-    async_trait, ConsumerContext, Error, Fields, HandleError, HandlerError, MessageId,
-    Middleware, OutgoingEvent,
+    async_trait, ConsumerContext, Error, Fields, HandleError, HandlerError, MessageId, Middleware,
+    OutgoingEvent,
 };
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, RedisSettings};
@@ -57,7 +57,11 @@ impl Middleware for Recording {
         next: NextHandle<'_>,
     ) -> Result<(), HandleError> {
         assert_eq!(channel.group(), Some("mw"));
-        self.note(format!("{} >handle {}", self.name, ctx.metadata().operation));
+        self.note(format!(
+            "{} >handle {}",
+            self.name,
+            ctx.metadata().operation
+        ));
         let result = next.run(ctx, fields).await;
         self.note(format!("{} <handle", self.name));
         result
@@ -129,9 +133,7 @@ fn phases(log: &Log) -> (Vec<String>, Vec<String>) {
         .collect();
     let handle = all
         .iter()
-        .filter(|l| {
-            l.contains("handle") || l.starts_with("handler") || l.contains("settled")
-        })
+        .filter(|l| l.contains("handle") || l.starts_with("handler") || l.contains("settled"))
         .cloned()
         .collect();
     (send, handle)
@@ -278,7 +280,10 @@ async fn a_refusing_middleware_stops_sends_and_dead_letters_events() {
         .unwrap();
     let err = guarded.tick(1).await.unwrap_err();
     assert!(err.to_string().contains("no token header"), "{err}");
-    assert!(stream_ids(redis.url(), &uri).await.is_empty(), "nothing written");
+    assert!(
+        stream_ids(redis.url(), &uri).await.is_empty(),
+        "nothing written"
+    );
     guarded.with_header("token", "good").tick(2).await.unwrap();
     guarded.with_header("token", "bad").tick(3).await.unwrap();
 

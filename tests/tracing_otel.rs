@@ -93,9 +93,16 @@ async fn one_trace_runs_through_three_services() {
         assert_eq!(send.span_kind, SpanKind::Producer);
         assert_eq!(process.span_kind, SpanKind::Consumer);
         for s in [send, process] {
-            assert_eq!(s.span_context.trace_id(), trace_id, "{} is in the trace", s.name);
             assert_eq!(
-                attribute(s, "messaging.system").map(Value::as_str).as_deref(),
+                s.span_context.trace_id(),
+                trace_id,
+                "{} is in the trace",
+                s.name
+            );
+            assert_eq!(
+                attribute(s, "messaging.system")
+                    .map(Value::as_str)
+                    .as_deref(),
                 Some("redis")
             );
             assert_eq!(

@@ -344,3 +344,29 @@ async fn tail_aggregate_and_partitions() {
         .collect();
     assert_eq!(partitions, [0, 1, 2]);
 }
+
+#[tokio::test]
+async fn show_and_tail_print_correlation_and_headers() {
+    let url = url().await;
+    let uri = unique_name("envelope");
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_orders_producer()
+        .await
+        .unwrap()
+        .with_correlation_id("workflow-1")
+        .with_header("tenant", "acme");
+    let id = producer.placed(1, "book".into()).await.unwrap().to_string();
+    let shown = json_lines(backbone(&url).args(["show", &uri, &id]));
+    assert_eq!(shown[0]["correlation_id"], "workflow-1", "{shown:?}");
+    assert_eq!(shown[0]["header.tenant"], "acme", "{shown:?}");
+    let tailed = json_lines(backbone(&url).args(["tail", &uri, "--from-start", "--count", "1"]));
+    assert_eq!(tailed[0]["correlation_id"], "workflow-1", "{tailed:?}");
+    let text = backbone(&url).args(["show", &uri, &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("header.tenant") && text.contains("workflow-1"),
+        "{text}"
+    );
+}

@@ -56,9 +56,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
 use crate::{
-    names::{check_name, default_consumer_name},
     lifetime::{Health, HealthProbe},
     metadata::now_millis,
+    names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
     HandleError, MessageId, Metadata, Middleware, OutgoingEvent, Producer, ProducerBuilder,
     Publish, StreamAddress,
@@ -435,7 +435,9 @@ impl MemoryConsumer {
             true => ReadKind::New,
             false => ReadKind::Own,
         };
-        self.probe.last_read_ms.store(now_millis(), Ordering::Relaxed);
+        self.probe
+            .last_read_ms
+            .store(now_millis(), Ordering::Relaxed);
         let mut taken = None;
         let read = async {
             taken = self.next(own_pending);
@@ -443,7 +445,11 @@ impl MemoryConsumer {
         };
         let request = ReadRequest { kind, count: 1 };
         // A middleware may refuse the read; the consumer then waits for the next append.
-        if let Err(e) = self.middlewares.read(&self.info, request, Box::pin(read)).await {
+        if let Err(e) = self
+            .middlewares
+            .read(&self.info, request, Box::pin(read))
+            .await
+        {
             tracing::warn!(error = %e, "a middleware refused the read");
         }
         taken

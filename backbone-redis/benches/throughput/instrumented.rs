@@ -63,7 +63,11 @@ fn listening() -> Res<&'static Listening> {
 
 impl Listening {
     fn set(&self, on: bool) -> Res<()> {
-        let level = if on { LevelFilter::INFO } else { LevelFilter::OFF };
+        let level = if on {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        };
         self.filter.modify(|f| *f = level)?;
         self.on.store(on, Ordering::SeqCst);
         Ok(())
