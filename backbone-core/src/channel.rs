@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::cause::Cause;
+use crate::contract::RawEvent;
 use crate::envelope::{Envelope, Headers};
 use crate::middleware::{ChannelInfo, Middlewares};
 use crate::{
@@ -342,8 +343,18 @@ where
 
     async fn handle(&self, ctx: &ConsumerContext, fields: &Fields) -> Result<(), HandleError> {
         let meta = ctx.metadata();
-        let event =
-            E::decode(&meta.operation, meta.version, fields).map_err(HandleError::BadEvent)?;
+        let event = match E::decode(&meta.operation, meta.version, fields) {
+            Ok(event) => event,
+            Err(e @ Error::UnknownOperation { .. }) => {
+                // The user's fallback may take it; by default it is left to `on_unknown`.
+                let raw = RawEvent::from_fields(fields);
+                return match E::fallback(&self.handler, ctx, raw).await {
+                    Err(failure) if failure.is_unhandled() => Err(HandleError::BadEvent(e)),
+                    result => result.map_err(HandleError::Handler),
+                };
+            }
+            Err(e) => return Err(HandleError::BadEvent(e)),
+        };
         event
             .dispatch(&self.handler, ctx)
             .await

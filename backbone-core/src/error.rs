@@ -186,6 +186,38 @@ pub enum Error {
     #[error("{0}")]
     Stopped(String),
 
+    /// An upcaster (`#[event(upcast = f)]`) refused an old event: the event is bad.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::Upcast {
+    ///     contract: "Shipments".into(),
+    ///     operation: "packing".into(),
+    ///     version: 0,
+    ///     upcaster: "packing_v0_to_v1".into(),
+    ///     reason: "no e-mail".into(),
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "upcaster `packing_v0_to_v1` of Shipments::packing v0 failed: no e-mail"
+    /// );
+    /// assert!(err.is_bad_event());
+    /// ```
+    #[error("upcaster `{upcaster}` of {contract}::{operation} v{version} failed: {reason}")]
+    Upcast {
+        /// The contract.
+        contract: String,
+        /// The old operation's name.
+        operation: String,
+        /// The old operation's version.
+        version: u32,
+        /// The upcaster, as the contract names it.
+        upcaster: String,
+        /// What it said.
+        reason: String,
+    },
+
     /// A dead letter (an entry of a group's dead-letter stream) lacks one of its `dead.*`
     /// fields, or holds a malformed one.
     ///
@@ -280,7 +312,8 @@ impl Error {
     /// A short, stable name of the kind of error, for `error.type` in spans and the
     /// `error_type` label of metrics: `config`, `encode`, `decode`, `malformed_entry`,
     /// `missing_payload`, `unknown_operation`, `channel`, `wrong_expected_version`,
-    /// `idempotency_key_reused`, `bad_stored_event`, `stopped`, `malformed_dead_letter`.
+    /// `idempotency_key_reused`, `bad_stored_event`, `stopped`, `malformed_dead_letter`,
+    /// `upcast`.
     ///
     /// ```
     /// assert_eq!(backbone_core::Error::Config("x".into()).kind(), "config");
@@ -299,11 +332,12 @@ impl Error {
             Error::BadStoredEvent { .. } => "bad_stored_event",
             Error::Stopped(_) => "stopped",
             Error::MalformedDeadLetter { .. } => "malformed_dead_letter",
+            Error::Upcast { .. } => "upcast",
         }
     }
 
     /// True for problems with one event's content (malformed entry, missing payload, decode
-    /// failure, unknown operation, and a [`Error::BadStoredEvent`] wrapping one of them): the
+    /// failure, unknown operation, a failed upcaster, and a [`Error::BadStoredEvent`] wrapping one of them): the
     /// event is bad, the channel is fine.
     pub fn is_bad_event(&self) -> bool {
         matches!(
@@ -313,6 +347,7 @@ impl Error {
                 | Error::MalformedEntry { .. }
                 | Error::MissingPayload { .. }
                 | Error::UnknownOperation { .. }
+                | Error::Upcast { .. }
         )
     }
 }

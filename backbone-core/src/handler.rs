@@ -38,6 +38,7 @@ pub enum FailureKind {
 pub struct HandlerError {
     kind: FailureKind,
     error: BoxError,
+    unhandled: bool,
 }
 
 impl HandlerError {
@@ -46,6 +47,7 @@ impl HandlerError {
         HandlerError {
             kind: FailureKind::Retry,
             error: error.into(),
+            unhandled: false,
         }
     }
 
@@ -54,7 +56,25 @@ impl HandlerError {
         HandlerError {
             kind: FailureKind::Fatal,
             error: error.into(),
+            unhandled: false,
         }
+    }
+
+    /// What a consumer's default `fallback` returns for an event its contract does not know:
+    /// not handled, so the consumer's `on_unknown` policy decides (see
+    /// [`contract::unhandled`](crate::contract::unhandled)).
+    pub fn unhandled() -> Self {
+        HandlerError {
+            unhandled: true,
+            ..HandlerError::fatal(
+                "the contract does not know this event and no fallback handled it",
+            )
+        }
+    }
+
+    /// Whether this is [`unhandled`](Self::unhandled).
+    pub fn is_unhandled(&self) -> bool {
+        self.unhandled
     }
 
     /// Whether this failure should be retried.

@@ -185,21 +185,29 @@ fn operation_table() {
             name: "order_placed",
             version: 0,
             parameters: &["user", "product", "time"],
+            deprecated: None,
+            upcast: None,
         },
         Operation {
             name: "packing",
             version: 1,
             parameters: &["email", "product_id", "time"],
+            deprecated: None,
+            upcast: None,
         },
         Operation {
             name: "delivered",
             version: 0,
             parameters: &["email", "product_id", "time"],
+            deprecated: None,
+            upcast: None,
         },
         Operation {
             name: "ping",
             version: 0,
             parameters: &[],
+            deprecated: None,
+            upcast: None,
         },
     ];
     assert_eq!(<ShipmentTracking as Contract>::NAME, "ShipmentTracking");

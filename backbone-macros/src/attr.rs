@@ -67,6 +67,11 @@ pub(crate) struct EventArgs {
     pub(crate) name: Option<LitStr>,
     /// `version = N`: the operation's version (0 when absent).
     pub(crate) version: Option<u32>,
+    /// `deprecated = "why"`: the producer method carries `#[deprecated]`; consumers keep
+    /// receiving it.
+    pub(crate) deprecated: Option<LitStr>,
+    /// `upcast = path`: the function reading this (old) operation as a newer one.
+    pub(crate) upcast: Option<syn::Path>,
 }
 
 impl EventArgs {
@@ -114,11 +119,36 @@ impl EventArgs {
                 } else {
                     self.version = Some(version);
                 }
+            } else if meta.path().is_ident("deprecated") {
+                let example = "send `packing` v1 instead";
+                let Some(lit) = errors.ok(string_value(meta, "deprecated", example)) else {
+                    continue;
+                };
+                if self.deprecated.is_some() {
+                    errors.spanned(meta.path(), "duplicate key `deprecated` in #[event]");
+                } else if lit.value().trim().is_empty() {
+                    errors.at(
+                        lit.span(),
+                        "say why it is deprecated and what to send instead",
+                    );
+                } else {
+                    self.deprecated = Some(lit);
+                }
+            } else if meta.path().is_ident("upcast") {
+                let Some(path) = errors.ok(path_value(meta)) else {
+                    continue;
+                };
+                if self.upcast.is_some() {
+                    errors.spanned(meta.path(), "duplicate key `upcast` in #[event]");
+                } else {
+                    self.upcast = Some(path);
+                }
             } else {
                 errors.spanned(
                     meta.path(),
                     format_args!(
-                        "unknown key `{}` in #[event]; expected `name` or `version`",
+                        "unknown key `{}` in #[event]; expected `name`, `version`, \
+                         `deprecated` or `upcast`",
                         compact(meta.path())
                     ),
                 );
@@ -137,6 +167,18 @@ fn string_value(meta: &Meta, key: &str, example: &str) -> syn::Result<LitStr> {
             }) => Ok(lit.clone()),
             other => Err(syn::Error::new_spanned(other, message)),
         },
+        other => Err(syn::Error::new_spanned(other, message)),
+    }
+}
+
+/// The function path of `upcast = path::to::function`.
+fn path_value(meta: &Meta) -> syn::Result<syn::Path> {
+    let message = "`upcast` expects the path of a function, e.g. `upcast = packing_v0_to_v1`";
+    let Meta::NameValue(nv) = meta else {
+        return Err(syn::Error::new_spanned(meta, message));
+    };
+    match &nv.value {
+        Expr::Path(p) if p.qself.is_none() => Ok(p.path.clone()),
         other => Err(syn::Error::new_spanned(other, message)),
     }
 }

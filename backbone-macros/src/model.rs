@@ -57,6 +57,17 @@ pub(crate) struct Operation {
     pub(crate) lints: Vec<Attribute>,
     /// The parameters after `&self`, in declaration order.
     pub(crate) params: Vec<Param>,
+    /// `#[event(deprecated = "...")]`.
+    pub(crate) deprecated: Option<syn::LitStr>,
+    /// `#[event(upcast = path)]`: consumers never see this operation, only what it becomes.
+    pub(crate) upcast: Option<syn::Path>,
+}
+
+impl Operation {
+    /// Whether consumers see this operation (it has no upcaster).
+    pub(crate) fn is_current(&self) -> bool {
+        self.upcast.is_none()
+    }
 }
 
 /// One parameter of an operation: one field of the event variant and of the payload.

@@ -15,7 +15,17 @@ use crate::errors::Errors;
 const CONTEXT_PARAMETER: &str = "ctx";
 
 /// Method names the generated producer already defines.
-const PRODUCER_METHODS: &[&str] = &["new", "producer", "with_key"];
+const PRODUCER_METHODS: &[&str] = &[
+    "new",
+    "producer",
+    "with_key",
+    "with_header",
+    "with_correlation_id",
+    "caused_by",
+];
+
+/// Method names the generated consumer trait already defines.
+const CONSUMER_METHODS: &[&str] = &["fallback"];
 
 /// Checks one method and reads it into an [`Operation`].
 pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operation {
@@ -45,6 +55,17 @@ pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operatio
             ),
         );
     }
+    if CONSUMER_METHODS.contains(&method_name.as_str()) {
+        errors.spanned(
+            ident,
+            format_args!(
+                "`{method_name}` is reserved: the generated consumer trait already has a \
+                 `{method_name}` method (for events the contract does not know); rename this \
+                 operation's method and keep the wire name with \
+                 `#[event(name = \"{method_name}\")]`"
+            ),
+        );
+    }
     let variant_name = method_name.to_upper_camel_case();
     let variant = if variant_name.is_empty() || variant_name == "Self" {
         errors.spanned(
@@ -64,6 +85,8 @@ pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operatio
         docs,
         lints,
         params: read_params(sig, errors),
+        deprecated: event.deprecated,
+        upcast: event.upcast,
     }
 }
 

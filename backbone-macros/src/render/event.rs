@@ -6,6 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::{doc, docs_or, internal, item_attrs, version_suffix};
+use crate::errors::compact;
 use crate::model::{Contract, Operation};
 
 /// `pub enum XEvent { OrderPlaced { user: User, ... }, ... }`.
@@ -49,6 +50,7 @@ pub(super) fn event_impl(contract: &Contract) -> TokenStream {
     let operation = operation_fn(contract);
     let encode = encode_fn(contract);
     let decode = decode_fn(contract);
+    let upcast = upcast_fn(contract);
     quote! {
         impl #krate::ContractEvent for #event {
             const CONTRACT: &'static str = #name;
@@ -56,6 +58,7 @@ pub(super) fn event_impl(contract: &Contract) -> TokenStream {
             #operation
             #encode
             #decode
+            #upcast
         }
     }
 }
@@ -66,11 +69,24 @@ fn operations_const(contract: &Contract) -> TokenStream {
     let entries = contract.operations.iter().map(|op| {
         let (name, version) = (&op.name, op.version);
         let parameters = op.params.iter().map(|p| &p.name);
+        let deprecated = match &op.deprecated {
+            Some(why) => quote!(::core::option::Option::Some(#why)),
+            None => quote!(::core::option::Option::None),
+        };
+        let upcast = match &op.upcast {
+            Some(path) => {
+                let path = compact(path);
+                quote!(::core::option::Option::Some(#path))
+            }
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #krate::Operation {
                 name: #name,
                 version: #version,
                 parameters: &[#(#parameters),*],
+                deprecated: #deprecated,
+                upcast: #upcast,
             }
         }
     });
@@ -152,20 +168,87 @@ fn decode_fn(contract: &Contract) -> TokenStream {
         .operations
         .iter()
         .map(|op| decode_arm(contract, op));
+    let event = internal("__event");
+    let upcasted = match contract.operations.iter().any(|op| !op.is_current()) {
+        true => quote!(#krate::ContractEvent::upcast(#event?)),
+        false => quote!(#event),
+    };
     quote! {
         fn decode(
             #operation: &str,
             #version: u32,
             #fields: &#krate::Fields,
         ) -> ::core::result::Result<Self, #krate::Error> {
-            match (#operation, #version) {
+            let #event: ::core::result::Result<Self, #krate::Error> = match (#operation, #version) {
                 #(#arms)*
                 _ => ::core::result::Result::Err(#krate::Error::UnknownOperation {
                     contract: ::std::string::String::from(#name),
                     operation: ::std::string::String::from(#operation),
                     version: #version,
                 }),
+            };
+            #upcasted
+        }
+    }
+}
+
+/// `fn upcast(self)`, when an operation has an upcaster: each old shape goes through its
+/// upcaster, again while the result has one (at most once per operation: more is a cycle).
+fn upcast_fn(contract: &Contract) -> TokenStream {
+    let krate = &contract.krate;
+    let name = &contract.name;
+    let event = internal("__event");
+    let arms: Vec<_> = contract
+        .operations
+        .iter()
+        .filter_map(|op| {
+            let path = op.upcast.as_ref()?;
+            let (variant, operation, version) = (&op.variant, &op.name, op.version);
+            let params: Vec<_> = op.params.iter().map(|p| &p.ident).collect();
+            let upcaster = compact(path);
+            Some(quote_spanned! {path.span()=>
+                Self::#variant { #(#params),* } => match #path(#(#params),*) {
+                    ::core::result::Result::Ok(newer) => newer,
+                    ::core::result::Result::Err(e) => {
+                        return ::core::result::Result::Err(#krate::Error::Upcast {
+                            contract: ::std::string::String::from(#name),
+                            operation: ::std::string::String::from(#operation),
+                            version: #version,
+                            upcaster: ::std::string::String::from(#upcaster),
+                            reason: ::std::string::ToString::to_string(&e),
+                        })
+                    }
+                },
+            })
+        })
+        .collect();
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    let steps = arms.len();
+    quote! {
+        fn upcast(self) -> ::core::result::Result<Self, #krate::Error> {
+            let mut #event = self;
+            for _ in 0..#steps {
+                #event = match #event {
+                    #(#arms)*
+                    current => return ::core::result::Result::Ok(current),
+                };
             }
+            let op = #krate::ContractEvent::operation(&#event);
+            if op.upcast.is_none() {
+                return ::core::result::Result::Ok(#event);
+            }
+            ::core::result::Result::Err(#krate::Error::Upcast {
+                contract: ::std::string::String::from(#name),
+                operation: ::std::string::String::from(op.name),
+                version: op.version,
+                upcaster: ::std::string::String::from(op.upcast.unwrap_or_default()),
+                reason: ::std::format!(
+                    "still not in a current shape after {} upcasts: the upcasters form a cycle",
+                    #steps
+                ),
+            })
         }
     }
 }

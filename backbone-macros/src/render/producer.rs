@@ -68,6 +68,10 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
             &format!("Sends a `{}` event{}.", op.name, version_suffix(op)),
         );
         let attrs = method_attrs(op);
+        let deprecated = op
+            .deprecated
+            .as_ref()
+            .map(|why| quote!(#[deprecated(note = #why)]));
         let params = op.params.iter().map(|p| {
             let (ident, ty) = (&p.ident, &p.ty);
             quote!(#ident: #ty)
@@ -76,6 +80,7 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
         quote! {
             #docs
             #attrs
+            #deprecated
             pub async fn #method(
                 &self,
                 #(#params),*

@@ -182,22 +182,6 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
         );
         return bury(shared, job, &reason).await;
     }
-    if !shared.handler.knows(&header.operation, header.version) {
-        let e = Error::UnknownOperation {
-            contract: shared.handler.contract().to_owned(),
-            operation: header.operation.clone(),
-            version: header.version,
-        };
-        return match shared.on_unknown {
-            UnknownPolicy::DeadLetter => bury(shared, job, &e.to_string()).await,
-            UnknownPolicy::Skip => {
-                tracing::debug!(stream = shared.keys.stream(), entry = job.id(), error = %e, "skipped");
-                let meta = header.metadata(&shared.address, job.entry.id.clone(), job.deliveries);
-                settled(shared, job, Some(&meta), Settlement::Skipped);
-                Outcome::Skipped
-            }
-        };
-    }
     let ctx = ConsumerContext::new(
         header.metadata(&shared.address, job.entry.id.clone(), job.deliveries),
         shared.acker.clone(),
@@ -222,6 +206,15 @@ async fn deliver(shared: &Shared, job: &Job) -> Outcome {
                 ack: shared.ack == AckMode::OnSuccess && !ctx.is_acked(),
             }
         }
+        // Unknown to the contract, and the handler's fallback left it: `on_unknown` decides.
+        Err(HandleError::BadEvent(e @ Error::UnknownOperation { .. })) => match shared.on_unknown {
+            UnknownPolicy::DeadLetter => bury(shared, job, &e.to_string()).await,
+            UnknownPolicy::Skip => {
+                tracing::debug!(stream = shared.keys.stream(), entry = job.id(), error = %e, "skipped");
+                settled(shared, job, Some(ctx.metadata()), Settlement::Skipped);
+                Outcome::Skipped
+            }
+        },
         Err(HandleError::BadEvent(e)) => bury(shared, job, &e.to_string()).await,
         Err(HandleError::Handler(e)) if e.is_fatal() => {
             bury(shared, job, &format!("the handler failed (fatal): {e}")).await

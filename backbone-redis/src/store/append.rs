@@ -252,6 +252,8 @@ mod tests {
             name,
             version,
             parameters: &[],
+            deprecated: None,
+            upcast: None,
         });
         let op = |name: &str, version: u32| {
             ops.iter()
