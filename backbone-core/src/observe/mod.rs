@@ -20,7 +20,7 @@
 //! | `backbone_send_errors_total` | counter | destination, operation, error_type | sends that failed |
 //! | `backbone_send_duration_seconds` | histogram | destination, operation | time a send took |
 //! | `backbone_handled_total` | counter | destination, group, operation | handler calls that succeeded |
-//! | `backbone_handler_errors_total` | counter | destination, group, operation, kind (`handler` or `bad_event`) | handler calls that failed, events that could not be decoded |
+//! | `backbone_handler_errors_total` | counter | destination, group, operation, kind (`handler` or `bad_event`) | handler calls that failed; events the handler chain could not decode (a bad parameter, an upcaster's refusal, an unknown operation no fallback took). Entries dead-lettered before any handler (malformed metadata, a missing payload, too many deliveries) count only in `backbone_dead_lettered_total` |
 //! | `backbone_handler_duration_seconds` | histogram | destination, group, operation | time in the handler (decoding and inner middleware included) |
 //! | `backbone_end_to_end_latency_seconds` | histogram | destination, group, operation | `produced_at` to the handler's success |
 //! | `backbone_retries_total` | counter | destination, group | deliveries that will be retried |
