@@ -6,7 +6,7 @@
 //! [`Producer::with_correlation_id`](crate::Producer::with_correlation_id)), and, when it sends
 //! from inside a handler, the handled event's correlation id and its message id as the
 //! causation id (see [`cause`](crate::cause)). Channels store it in the entry (the fields are
-//! listed in the README's wire format) and hand it back in [`Metadata`](crate::Metadata).
+//! specified in `docs/wire-format.md`) and hand it back in [`Metadata`](crate::Metadata).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -60,7 +60,31 @@ pub mod names;
 pub mod observe;
 pub mod partition;
 pub mod policy;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod store;
+
+/// Keeps its tokens with the `schema` feature: generated code wraps its `impl ContractSchema`
+/// in it (for `#[events_contract(schema)]`).
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_schema {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+/// Keeps its tokens with the `schema` feature; without it, an error saying to turn it on.
+#[cfg(not(feature = "schema"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_schema {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "#[events_contract(schema)] needs the `schema` feature of backbone-core \
+             (backbone-core = { version = \"...\", features = [\"schema\"] })"
+        );
+    };
+}
 
 pub use async_trait::async_trait;
 pub use backbone_macros::events_contract;

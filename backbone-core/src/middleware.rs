@@ -60,6 +60,8 @@ pub struct ChannelInfo {
     consumer: Option<String>,
     /// `send <destination>`, `process <destination>`, `settle <destination>`: span names.
     span_names: Arc<[String; 3]>,
+    /// Destination and group, the key of the metrics' handles.
+    metrics_key: Arc<str>,
 }
 
 impl ChannelInfo {
@@ -71,6 +73,7 @@ impl ChannelInfo {
             span_names: Arc::new(
                 ["send", "process", "settle"].map(|op| format!("{op} {destination}")),
             ),
+            metrics_key: Arc::from(destination.as_str()),
             destination,
             address,
             partition: None,
@@ -86,10 +89,13 @@ impl ChannelInfo {
         group: impl Into<String>,
         consumer: impl Into<String>,
     ) -> Self {
+        let group = group.into();
+        let producer = Self::producer(system, address);
         ChannelInfo {
-            group: Some(group.into()),
+            metrics_key: Arc::from(format!("{}\u{0}{group}", producer.destination)),
+            group: Some(group),
             consumer: Some(consumer.into()),
-            ..Self::producer(system, address)
+            ..producer
         }
     }
 
@@ -129,6 +135,11 @@ impl ChannelInfo {
     /// The consumer's name in its group (consumers only).
     pub fn consumer_name(&self) -> Option<&str> {
         self.consumer.as_deref()
+    }
+
+    /// Destination and group: what the metrics' handles are kept under.
+    pub(crate) fn metrics_key(&self) -> &str {
+        &self.metrics_key
     }
 
     /// The OpenTelemetry span name of an operation on this channel: `send <destination>`,

@@ -17,6 +17,9 @@ pub(crate) struct ContractArgs {
     /// `crate = "some::path"`: the path generated code uses to reach backbone-core
     /// (`::backbone_core` when absent), like serde's `#[serde(crate = "...")]`.
     pub(crate) krate: Option<syn::Path>,
+    /// `schema`: implement `ContractSchema` (needs backbone-core's `schema` feature and
+    /// parameter types deriving `schemars::JsonSchema`).
+    pub(crate) schema: bool,
 }
 
 impl ContractArgs {
@@ -26,7 +29,18 @@ impl ContractArgs {
         let mut errors = Errors::default();
         let mut args = ContractArgs::default();
         for meta in &metas {
-            if meta.path().is_ident("crate") {
+            if meta.path().is_ident("schema") {
+                match meta {
+                    Meta::Path(_) if !args.schema => args.schema = true,
+                    Meta::Path(_) => {
+                        errors.spanned(meta, "duplicate key `schema` in #[events_contract]")
+                    }
+                    other => errors.spanned(
+                        other,
+                        "`schema` takes no value: write `#[events_contract(schema)]`",
+                    ),
+                }
+            } else if meta.path().is_ident("crate") {
                 let Some(lit) = errors.ok(string_value(meta, "crate", "::backbone_core")) else {
                     continue;
                 };
@@ -49,7 +63,7 @@ impl ContractArgs {
                 errors.spanned(
                     meta.path(),
                     format_args!(
-                        "unknown key `{}` in #[events_contract]; expected `crate`",
+                        "unknown key `{}` in #[events_contract]; expected `crate` or `schema`",
                         compact(meta.path())
                     ),
                 );

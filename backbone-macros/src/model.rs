@@ -37,6 +37,8 @@ pub(crate) struct Contract {
     pub(crate) lints: Vec<Attribute>,
     /// One operation per method, in declaration order.
     pub(crate) operations: Vec<Operation>,
+    /// `#[events_contract(schema)]`: implement `ContractSchema`.
+    pub(crate) schema: bool,
 }
 
 /// One operation: a method of the contract trait.
@@ -217,6 +219,7 @@ fn read_trait(args: ContractArgs, item: ItemTrait, errors: &mut Errors) -> Contr
     check_unique(&operations, errors);
 
     Contract {
+        schema: args.schema,
         krate: args
             .krate
             .unwrap_or_else(|| syn::parse_quote!(::backbone_core)),

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 pub const ENVIRONMENT: &str = "dev";
 pub const URI: &str = "hello.event-sourcing";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct User {
     pub name: String,
     pub email: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Product {
     pub id: u64,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct Product {
 }
 
 /// The life of an order, from placement to receipt.
-#[backbone_core::events_contract]
+#[backbone_core::events_contract(schema)]
 pub trait ShipmentTracking {
     /// A user placed an order for a product.
     async fn order_placed(&self, user: User, product: Product, time: u64);

@@ -68,14 +68,6 @@ struct HandleMetrics {
     latency: Histogram,
 }
 
-/// The key of a channel's handles: destination and group.
-fn channel_key(channel: &ChannelInfo) -> String {
-    match channel.group() {
-        Some(group) => format!("{}\u{0}{group}", channel.destination()),
-        None => channel.destination().to_owned(),
-    }
-}
-
 fn group_labels(channel: &ChannelInfo) -> [(&'static str, String); 2] {
     [
         ("destination", channel.destination().to_owned()),
@@ -107,8 +99,11 @@ impl MetricsMiddleware {
 
     fn handle_metrics(&self, channel: &ChannelInfo, operation: &str) -> Arc<HandleMetrics> {
         let mut all = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let key = channel_key(channel);
-        let by_op = all.entry(key).or_default();
+        let key = channel.metrics_key();
+        let by_op = match all.get_mut(key) {
+            Some(by_op) => by_op,
+            None => all.entry(key.to_owned()).or_default(),
+        };
         if let Some(found) = by_op.get(operation) {
             return found.clone();
         }

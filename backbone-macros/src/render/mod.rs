@@ -8,6 +8,7 @@ mod consumer;
 mod contract;
 mod event;
 mod producer;
+mod schema;
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -30,6 +31,7 @@ pub(crate) fn render(contract: &Contract) -> TokenStream {
         builders::producer_builder_ext_impl(contract),
         builders::consumer_builder_ext(contract),
         builders::consumer_builder_ext_impl(contract),
+        schema::schema_impl(contract),
     ];
     quote!(#(#items)*)
 }

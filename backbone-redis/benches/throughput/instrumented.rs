@@ -1,8 +1,10 @@
 //! Scenario 8: what backbone's tracing and metrics middlewares cost once an application
 //! installs a subscriber and a recorder. Produce (as scenario 1) and consume (as scenario 2)
 //! run three ways, alternated in each round: the framework with nothing listening, the
-//! framework with a `tracing` fmt subscriber at INFO (writing to a sink: every span is built and
-//! formatted) and a Prometheus recorder recording every metric, and the raw baseline. Both
+//! framework with a `tracing` fmt subscriber at INFO writing to a sink (as a service logs;
+//! backbone's spans are DEBUG: `BENCH_TRACE_LEVEL=debug` builds and formats every one of them)
+//! and a Prometheus recorder recording every metric, and the raw baseline. `BENCH_LISTEN=
+//! tracing` or `metrics` installs only one of them. Both
 //! stay installed for the whole process; a switch turns them on and off between runs (a
 //! reloadable level filter, a recorder that hands out no-op handles while off), and each run
 //! uses fresh streams so the metric handles are made in the run's own mode.
@@ -62,14 +64,20 @@ fn listening() -> Res<&'static Listening> {
 }
 
 impl Listening {
+    /// Turns both on or off; `$BENCH_LISTEN` (`tracing` or `metrics`) keeps the other off, to
+    /// tell their costs apart.
     fn set(&self, on: bool) -> Res<()> {
-        let level = if on {
-            LevelFilter::INFO
-        } else {
-            LevelFilter::OFF
+        let only = std::env::var("BENCH_LISTEN").unwrap_or_default();
+        let tracing = on && only != "metrics";
+        // INFO, as a service logs (backbone's spans are DEBUG); BENCH_TRACE_LEVEL=debug builds
+        // and formats them too.
+        let level = match (tracing, std::env::var("BENCH_TRACE_LEVEL").as_deref()) {
+            (false, _) => LevelFilter::OFF,
+            (true, Ok("debug")) => LevelFilter::DEBUG,
+            (true, _) => LevelFilter::INFO,
         };
         self.filter.modify(|f| *f = level)?;
-        self.on.store(on, Ordering::SeqCst);
+        self.on.store(on && only != "tracing", Ordering::SeqCst);
         Ok(())
     }
 }
@@ -157,7 +165,7 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
     let recorded = ["backbone_sent_total", "backbone_handled_total"]
         .iter()
         .all(|name| scraped.contains(name));
-    if !recorded {
+    if !recorded && std::env::var("BENCH_LISTEN").map_or(true, |v| v != "tracing") {
         return Err("the instrumented runs recorded no backbone metrics".into());
     }
     let figures = |name: &str, runs: &[Vec<Run>; 3]| {

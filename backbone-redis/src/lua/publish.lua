@@ -76,16 +76,23 @@ for i = 1, tonumber(ARGV[2]) do
   elseif type(fresh) == 'table' then
     replies[i] = failed('HSET', marker, fresh)
   else
-    local entry = {stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
-      'version', ARGV[at + 2], 'produced_at', ARGV[at + 3]}
-    for j = at + 5, at + 4 + 2 * k do
-      entry[#entry + 1] = ARGV[j]
+    local id
+    if k == 0 and n > 0 then
+      -- The common case, without building a table.
+      id = pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
+        'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'payload', marker)
+    else
+      local entry = {stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
+        'version', ARGV[at + 2], 'produced_at', ARGV[at + 3]}
+      for j = at + 5, at + 4 + 2 * k do
+        entry[#entry + 1] = ARGV[j]
+      end
+      if n > 0 then
+        entry[#entry + 1] = 'payload'
+        entry[#entry + 1] = marker
+      end
+      id = pcall('XADD', unpack(entry))
     end
-    if n > 0 then
-      entry[#entry + 1] = 'payload'
-      entry[#entry + 1] = marker
-    end
-    local id = pcall('XADD', unpack(entry))
     if type(id) == 'table' then
       if n > 0 then
         redis.call('DEL', marker)
