@@ -121,8 +121,10 @@ fn saved<C: schema::ContractSchema>() -> Value {
     schema::contract_document::<C>()
 }
 
-fn compare<Old: schema::ContractSchema, New: schema::ContractSchema>() -> (Vec<String>, Vec<String>)
-{
+/// The breaking and the safe changes, as texts.
+type Changes = (Vec<String>, Vec<String>);
+
+fn compare<Old: schema::ContractSchema, New: schema::ContractSchema>() -> Changes {
     let changes = compat::compare(&saved::<Old>(), &saved::<New>());
     let (breaking, safe): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.breaking);
     let text = |v: Vec<compat::Change>| v.into_iter().map(|c| c.what).collect::<Vec<_>>();
