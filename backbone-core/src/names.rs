@@ -6,8 +6,9 @@ use crate::Error;
 
 /// Where events travel: an optional environment and a uri, checked once when a builder is
 /// built. Both are used inside channel key names, so they may not be empty and may not contain
-/// whitespace, control characters, `{` or `}`; the environment may not contain `:` either,
-/// and the uri may not end in `#<number>` (the tag of a partition, see
+/// whitespace, control characters, `{`, `}` or `:` (the tag `{<environment>:<uri>}` must name
+/// one stream: with a `:` in the uri, environment `prod` and uri `orders` would share their keys
+/// with uri `prod:orders`), and the uri may not end in `#<number>` (the tag of a partition, see
 /// [`partition`](crate::partition)).
 ///
 /// ```
@@ -19,6 +20,11 @@ use crate::Error;
 /// assert_eq!(
 ///     err.to_string(),
 ///     "invalid configuration: uri \"bad uri\" contains whitespace at byte 3"
+/// );
+/// let err = StreamAddress::new(None, "prod:orders").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: uri \"prod:orders\" contains `:` at byte 4"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +39,7 @@ impl StreamAddress {
         if let Some(env) = environment {
             check_name("environment", env, ":")?;
         }
-        check_name("uri", uri, "")?;
+        check_name("uri", uri, ":")?;
         if let Some((_, digits)) = uri.rsplit_once('#') {
             if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Error::Config(format!(
