@@ -7,15 +7,12 @@ mod common;
 
 use common::flow::*;
 
-use std::time::Duration;
-
 use backbone_core::memory::InMemoryBroker;
 use backbone_core::store::{AppendOptions, ExpectedVersion};
 use backbone_core::{async_trait, ConsumerBuilder, ConsumerContext, HandlerResult, Metadata};
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
-use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
 /// Checks what the three hops saw: one correlation id (the one given, else the first event's
@@ -40,52 +37,20 @@ async fn a_workflow_shares_one_correlation_id_on_redis() {
     let redis = shared().await.unwrap();
     for correlation in [Some("checkout-7"), None] {
         let uris = ["orders", "packing", "delivery"].map(unique_name);
-        let producer = |uri: &str| {
-            RedisProducerBuilder::new()
-                .url(redis.url())
-                .uri(uri)
-                .build_flow_producer()
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut lifetimes = Vec::new();
-        for (i, uri) in uris.iter().enumerate() {
-            let next = match uris.get(i + 1) {
-                Some(next) => Some(producer(next).await.unwrap()),
-                None => None,
-            };
-            let hop = Hop {
-                next,
-                seen: tx.clone(),
-            };
-            let lifetime = RedisConsumerBuilder::new()
-                .url(redis.url())
-                .uri(uri)
-                .group("flow")
-                .block(Duration::from_millis(100))
-                .subscribe_flow_consumer(hop)
-                .await
-                .unwrap();
-            lifetimes.push(lifetime);
-        }
-        let start = producer(&uris[0])
+        let (lifetimes, mut rx) = redis_hops(redis.url(), &uris, |_| "flow".into()).await;
+        let start = redis_producer(redis.url(), &uris[0])
             .await
-            .unwrap()
             .with_header("tenant", "acme");
         let start = match correlation {
             Some(id) => start.with_correlation_id(id),
             None => start,
         };
         start.placed(7).await.unwrap();
-        let hops = [
-            next_seen(&mut rx).await,
-            next_seen(&mut rx).await,
-            next_seen(&mut rx).await,
-        ];
+        let hops = three_seen(&mut rx).await;
         assert_chain(&hops, correlation);
 
         // The entries as written: fields named in the README's wire format, no correlation
         // field on an event that starts its own workflow.
-        let mut conn = common::raw(redis.url()).await;
         let entry = |uri: &str| {
             let key = common::keys(uri).stream().to_owned();
             async move {
@@ -119,7 +84,6 @@ async fn a_workflow_shares_one_correlation_id_on_redis() {
             field(&second, "correlation_id"),
             Some(hops[0].correlation_id.clone())
         );
-        let _: () = conn.ping().await.unwrap();
         for lifetime in lifetimes {
             lifetime.shutdown().await.unwrap();
         }
@@ -169,11 +133,7 @@ async fn a_workflow_shares_one_correlation_id_in_memory() {
             None => start,
         };
         start.placed(7).await.unwrap();
-        let hops = [
-            next_seen(&mut rx).await,
-            next_seen(&mut rx).await,
-            next_seen(&mut rx).await,
-        ];
+        let hops = three_seen(&mut rx).await;
         assert_chain(&hops, correlation);
         for lifetime in lifetimes {
             lifetime.shutdown().await.unwrap();

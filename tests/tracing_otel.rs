@@ -6,15 +6,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use common::flow::*;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use tokio::sync::mpsc;
 use tracing_subscriber::layer::SubscriberExt;
 
 fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
@@ -36,40 +33,13 @@ async fn one_trace_runs_through_three_services() {
 
     let redis = shared().await.unwrap();
     let uris = ["orders", "packing", "delivery"].map(unique_name);
-    let producer = |uri: &str| {
-        RedisProducerBuilder::new()
-            .url(redis.url())
-            .uri(uri)
-            .build_flow_producer()
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut lifetimes = Vec::new();
-    for (i, uri) in uris.iter().enumerate() {
-        let next = match uris.get(i + 1) {
-            Some(next) => Some(producer(next).await.unwrap()),
-            None => None,
-        };
-        let hop = Hop {
-            next,
-            seen: tx.clone(),
-        };
-        lifetimes.push(
-            RedisConsumerBuilder::new()
-                .url(redis.url())
-                .uri(uri)
-                .group(format!("svc-{i}"))
-                .block(Duration::from_millis(100))
-                .subscribe_flow_consumer(hop)
-                .await
-                .unwrap(),
-        );
-    }
-    producer(&uris[0]).await.unwrap().placed(1).await.unwrap();
-    let hops = [
-        next_seen(&mut rx).await,
-        next_seen(&mut rx).await,
-        next_seen(&mut rx).await,
-    ];
+    let (lifetimes, mut rx) = redis_hops(redis.url(), &uris, |i| format!("svc-{i}")).await;
+    redis_producer(redis.url(), &uris[0])
+        .await
+        .placed(1)
+        .await
+        .unwrap();
+    let hops = three_seen(&mut rx).await;
     for lifetime in lifetimes {
         lifetime.shutdown().await.unwrap();
     }

@@ -27,32 +27,9 @@ async fn streams_groups_pending_and_show() {
     assert_eq!(mine[0]["groups"], 0);
 
     // A group that read 3 entries without acknowledging them.
-    let mut raw = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = raw(&url).await;
     let key = format!("bb:{{{uri}}}:events");
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&key)
-        .arg("g")
-        .arg("0")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("worker-1")
-        .arg("COUNT")
-        .arg(3)
-        .arg("STREAMS")
-        .arg(&key)
-        .arg(">")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    deliver_unacked(&mut raw, &key, 3).await;
 
     let groups = json_lines(backbone(&url).args(["groups", &uri]));
     assert_eq!(groups.len(), 1, "{groups:?}");

@@ -72,26 +72,7 @@ async fn tail_group_shows_what_the_group_has_not_been_delivered_then_follows_liv
     let mut raw = raw(&url).await;
     let mut undelivered = BTreeSet::new();
     for (p, key) in keys.iter().enumerate() {
-        let _: () = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(key)
-            .arg("g")
-            .arg("0")
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("worker-1")
-            .arg("COUNT")
-            .arg(1)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(&mut raw)
-            .await
-            .unwrap();
+        deliver_unacked(&mut raw, key, 1).await;
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
             .arg(key)
             .arg("-")

@@ -53,3 +53,56 @@ pub async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Metadata>) -> Metadata {
         .expect("the hop ran within 10 s")
         .expect("the hop is alive")
 }
+
+/// A producer of `uri`'s stream on the Redis at `url`.
+pub async fn redis_producer(url: &str, uri: &str) -> FlowProducer {
+    backbone_redis::RedisProducerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .build_flow_producer()
+        .await
+        .unwrap()
+}
+
+/// The three hops on Redis: a consumer of each of `uris` (group `group(i)` for hop `i`), each
+/// but the last sending the next hop's event; what they handle arrives on the receiver.
+pub async fn redis_hops(
+    url: &str,
+    uris: &[String; 3],
+    group: impl Fn(usize) -> String,
+) -> (
+    Vec<backbone_core::ConsumerLifetime>,
+    mpsc::UnboundedReceiver<Metadata>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut lifetimes = Vec::new();
+    for (i, uri) in uris.iter().enumerate() {
+        let next = match uris.get(i + 1) {
+            Some(next) => Some(redis_producer(url, next).await),
+            None => None,
+        };
+        let hop = Hop {
+            next,
+            seen: tx.clone(),
+        };
+        let lifetime = backbone_redis::RedisConsumerBuilder::new()
+            .url(url)
+            .uri(uri)
+            .group(group(i))
+            .block(Duration::from_millis(100))
+            .subscribe_flow_consumer(hop)
+            .await
+            .unwrap();
+        lifetimes.push(lifetime);
+    }
+    (lifetimes, rx)
+}
+
+/// The three hops' metadata, in the order they ran.
+pub async fn three_seen(rx: &mut mpsc::UnboundedReceiver<Metadata>) -> [Metadata; 3] {
+    [
+        next_seen(rx).await,
+        next_seen(rx).await,
+        next_seen(rx).await,
+    ]
+}

@@ -94,6 +94,31 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Creates group `g` at `0` on the stream `key` and has its consumer `worker-1` read `count`
+/// entries without acknowledging them.
+pub async fn deliver_unacked(raw: &mut redis::aio::MultiplexedConnection, key: &str, count: usize) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg("g")
+        .arg("0")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("worker-1")
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(">")
+        .query_async(raw)
+        .await
+        .unwrap();
+}
+
 /// Produces `n` events on `uri` and has group `group` dead-letter every one (a [`Failing`]
 /// handler, one delivery each); returns once `backbone dead list` shows all `n`.
 pub async fn dead_letters(url: &str, uri: &str, group: &str, n: u64) {
