@@ -15,6 +15,8 @@ use crate::cause::Cause;
 use crate::contract::RawEvent;
 use crate::envelope::{Envelope, Headers};
 use crate::middleware::{ChannelInfo, Middlewares};
+use crate::personal::{seal_fields, validate_subject, KeyStore};
+use crate::storage::Storage;
 use crate::{
     metadata::now_millis, ConsumerContext, ConsumerLifetime, ContractEvent, Dispatch, Error,
     Fields, HandlerError, MessageId, Metadata,
@@ -37,6 +39,14 @@ pub struct OutgoingEvent {
     pub fields: Fields,
     /// Headers, correlation and causation ids, trace context.
     pub envelope: Envelope,
+    /// Where its parameters go (the operation's [`Storage`]).
+    pub storage: Storage,
+    /// The data subject, if the event names one (a `#[subject]` parameter or
+    /// [`Producer::with_subject`]).
+    pub subject: Option<String>,
+    /// The parameters in `fields` that are sealed with the subject's key (see
+    /// [`personal`](crate::personal)); the channel records them so readers open them.
+    pub personal: Vec<&'static str>,
 }
 
 impl OutgoingEvent {
@@ -58,6 +68,9 @@ impl OutgoingEvent {
             key: None,
             fields,
             envelope: Envelope::default(),
+            storage: Storage::Hash,
+            subject: None,
+            personal: Vec::new(),
         }
     }
 }
@@ -100,6 +113,7 @@ pub struct Producer {
     middlewares: Middlewares,
     key: Option<Arc<str>>,
     stamp: Arc<Stamp>,
+    keys: Option<Arc<dyn KeyStore>>,
 }
 
 /// What a producer adds to the envelope of each event.
@@ -110,6 +124,7 @@ struct Stamp {
     bad_header: Option<String>,
     correlation_id: Option<String>,
     cause: Option<Cause>,
+    subject: Option<String>,
 }
 
 impl Producer {
@@ -126,7 +141,45 @@ impl Producer {
             middlewares,
             key: None,
             stamp: Arc::default(),
+            keys: None,
         }
+    }
+
+    /// A producer on the same channel that seals personal parameters with keys from `keys`
+    /// (channels' builders set their own; see [`personal`](crate::personal)).
+    pub fn with_key_store(&self, keys: Arc<dyn KeyStore>) -> Producer {
+        Producer {
+            keys: Some(keys),
+            ..self.clone()
+        }
+    }
+
+    /// A producer on the same channel whose events name `subject` as their data subject: their
+    /// `#[personal]` parameters are sealed with its key, and forgotten with it. An operation
+    /// with a `#[subject]` parameter takes that parameter's value instead. The subject is
+    /// stored in the clear: use an opaque id (a customer number), not an e-mail address.
+    ///
+    /// ```
+    /// use backbone_core::{events_contract, memory::InMemoryBroker, ProducerBuilder};
+    ///
+    /// #[events_contract]
+    /// pub trait Newsletter {
+    ///     async fn subscribed(&self, #[personal] email: String);
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), backbone_core::Error> {
+    /// let broker = InMemoryBroker::new();
+    /// let producer = broker.producer_builder().uri("news").build_newsletter_producer().await?;
+    /// let err = producer.subscribed("ada@example.com".into()).await.unwrap_err();
+    /// assert!(err.to_string().contains("no data subject"), "{err}");
+    /// producer.with_subject("customer-7").subscribed("ada@example.com".into()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_subject(&self, subject: impl Into<String>) -> Producer {
+        let subject = subject.into();
+        self.restamp(|stamp| stamp.subject = Some(subject))
     }
 
     fn restamp(&self, change: impl FnOnce(&mut Stamp)) -> Producer {
@@ -224,23 +277,60 @@ impl Producer {
             }) => (Some(correlation_id), Some(causation_id)),
             None => (None, None),
         };
+        let message_id = MessageId::new();
+        let mut fields = event.encode()?;
+        let subject = match operation.subject {
+            Some(param) => subject_of(param, &fields),
+            None => stamp.subject.clone(),
+        };
+        let mut personal = Vec::new();
+        if !operation.personal.is_empty() {
+            let subject = subject.as_deref().ok_or_else(|| Error::NoSubject {
+                operation: operation.name.to_owned(),
+            })?;
+            validate_subject(subject)?;
+            let keys = self.keys.as_deref().ok_or_else(|| {
+                Error::Config(format!(
+                    "operation `{}` has personal parameters, and this producer has no key store",
+                    operation.name
+                ))
+            })?;
+            personal =
+                seal_fields(keys, subject, &message_id, operation.personal, &mut fields).await?;
+        } else if let Some(subject) = &subject {
+            validate_subject(subject)?;
+        }
         let outgoing = OutgoingEvent {
-            message_id: MessageId::new(),
+            message_id,
             operation: operation.name,
             version: operation.version,
             produced_at: now_millis(),
             key: self.key.clone(),
-            fields: event.encode()?,
+            fields,
             envelope: Envelope {
                 correlation_id: stamp.correlation_id.clone().or(inherited),
                 causation_id,
                 headers: stamp.headers.clone(),
                 trace: None,
             },
+            storage: operation.storage,
+            subject,
+            personal,
         };
         self.middlewares
             .send(&self.info, &*self.channel, outgoing)
             .await
+    }
+}
+
+/// The data subject named by the `#[subject]` parameter `param`: its JSON string, or its JSON
+/// text for any other value (`42` for a number); none when it is `null` or missing.
+fn subject_of(param: &str, fields: &Fields) -> Option<String> {
+    let bytes = fields.get(param)?;
+    match serde_json::from_slice::<serde_json::Value>(bytes).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
     }
 }
 

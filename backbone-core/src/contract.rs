@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::storage::Storage;
 use crate::{ConsumerContext, Error, Fields, HandlerError, HandlerResult};
 
 /// One operation of a contract: its stable name, version and parameter names.
@@ -22,6 +23,13 @@ pub struct Operation {
     /// `#[event(upcast = path)]`: the function that reads this operation as a newer one;
     /// consumers, the store and replays never see it in this shape.
     pub upcast: Option<&'static str>,
+    /// Where its parameters live (`#[event(storage = "...")]`, else the contract's
+    /// `#[events_contract(storage = "...")]`, else [`Storage::Hash`]).
+    pub storage: Storage,
+    /// Its `#[personal]` parameters: sealed with the data subject's key.
+    pub personal: &'static [&'static str],
+    /// Its `#[subject]` parameter, whose value names the data subject.
+    pub subject: Option<&'static str>,
 }
 
 /// A contract: the zero-sized type `#[events_contract]` puts in place of the annotated trait.
@@ -107,6 +115,8 @@ pub trait Dispatch<H: ?Sized + Sync>: ContractEvent {
 pub struct RawEvent {
     /// Each parameter's JSON value, by name (a value that is not JSON is kept as a string).
     pub parameters: BTreeMap<String, serde_json::Value>,
+    /// The personal parameters whose subject was forgotten (they have no value above).
+    pub forgotten: Vec<String>,
 }
 
 impl RawEvent {
@@ -121,7 +131,10 @@ impl RawEvent {
                 (name.to_owned(), json)
             })
             .collect();
-        RawEvent { parameters }
+        RawEvent {
+            parameters,
+            forgotten: fields.forgotten().map(str::to_owned).collect(),
+        }
     }
 }
 

@@ -243,6 +243,44 @@ pub enum Error {
         /// Which field was wrong and how.
         reason: String,
     },
+
+    /// An operation with personal parameters was sent without a data subject: mark a
+    /// parameter `#[subject]` or send through `with_subject(id)`.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::NoSubject { operation: "registered".into() };
+    /// assert!(err.to_string().starts_with("operation `registered` has personal parameters"));
+    /// ```
+    #[error(
+        "operation `{operation}` has personal parameters but no data subject: mark a \
+         parameter #[subject] or send through `with_subject(id)`"
+    )]
+    NoSubject {
+        /// The operation being sent.
+        operation: String,
+    },
+
+    /// A personal parameter of a received event is not a ciphertext backbone can open (not
+    /// the format, or altered: authentication failed). The event is bad. A parameter whose
+    /// subject was forgotten is no error: it reads as
+    /// [`Personal::Forgotten`](crate::personal::Personal::Forgotten).
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::Unsealable { parameter: "email".into(), reason: "authentication failed".into() };
+    /// assert_eq!(err.to_string(), "personal parameter `email` cannot be decrypted: authentication failed");
+    /// assert!(err.is_bad_event());
+    /// ```
+    #[error("personal parameter `{parameter}` cannot be decrypted: {reason}")]
+    Unsealable {
+        /// The parameter.
+        parameter: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 /// What differs between an append and the earlier append whose idempotency key it reuses
@@ -313,7 +351,7 @@ impl Error {
     /// `error_type` label of metrics: `config`, `encode`, `decode`, `malformed_entry`,
     /// `missing_payload`, `unknown_operation`, `channel`, `wrong_expected_version`,
     /// `idempotency_key_reused`, `bad_stored_event`, `stopped`, `malformed_dead_letter`,
-    /// `upcast`.
+    /// `upcast`, `no_subject`, `unsealable`.
     ///
     /// ```
     /// assert_eq!(backbone_core::Error::Config("x".into()).kind(), "config");
@@ -333,11 +371,14 @@ impl Error {
             Error::Stopped(_) => "stopped",
             Error::MalformedDeadLetter { .. } => "malformed_dead_letter",
             Error::Upcast { .. } => "upcast",
+            Error::NoSubject { .. } => "no_subject",
+            Error::Unsealable { .. } => "unsealable",
         }
     }
 
     /// True for problems with one event's content (malformed entry, missing payload, decode
-    /// failure, unknown operation, a failed upcaster, and a [`Error::BadStoredEvent`] wrapping one of them): the
+    /// failure, unknown operation, a failed upcaster, a personal parameter that cannot be
+    /// decrypted, and a [`Error::BadStoredEvent`] wrapping one of them): the
     /// event is bad, the channel is fine.
     pub fn is_bad_event(&self) -> bool {
         matches!(
@@ -348,6 +389,7 @@ impl Error {
                 | Error::MissingPayload { .. }
                 | Error::UnknownOperation { .. }
                 | Error::Upcast { .. }
+                | Error::Unsealable { .. }
         )
     }
 }

@@ -59,9 +59,11 @@ pub mod middleware;
 pub mod names;
 pub mod observe;
 pub mod partition;
+pub mod personal;
 pub mod policy;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod storage;
 pub mod store;
 
 /// Keeps its tokens with the `schema` feature: generated code wraps its `impl ContractSchema`

@@ -49,6 +49,9 @@ pub struct Metadata {
     pub headers: Headers,
     /// The W3C trace context of the span that sent it, if the producer wrote one.
     pub trace: Option<TraceContext>,
+    /// The data subject of its personal parameters, if it names one (see
+    /// [`personal`](crate::personal)).
+    pub subject: Option<String>,
 }
 
 impl Metadata {
@@ -74,6 +77,7 @@ impl Metadata {
             causation_id: None,
             headers: Headers::new(),
             trace: None,
+            subject: None,
         }
     }
 }

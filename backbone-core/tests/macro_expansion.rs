@@ -187,6 +187,9 @@ fn operation_table() {
             parameters: &["user", "product", "time"],
             deprecated: None,
             upcast: None,
+            storage: backbone_core::storage::Storage::Hash,
+            personal: &[],
+            subject: None,
         },
         Operation {
             name: "packing",
@@ -194,6 +197,9 @@ fn operation_table() {
             parameters: &["email", "product_id", "time"],
             deprecated: None,
             upcast: None,
+            storage: backbone_core::storage::Storage::Hash,
+            personal: &[],
+            subject: None,
         },
         Operation {
             name: "delivered",
@@ -201,6 +207,9 @@ fn operation_table() {
             parameters: &["email", "product_id", "time"],
             deprecated: None,
             upcast: None,
+            storage: backbone_core::storage::Storage::Hash,
+            personal: &[],
+            subject: None,
         },
         Operation {
             name: "ping",
@@ -208,6 +217,9 @@ fn operation_table() {
             parameters: &[],
             deprecated: None,
             upcast: None,
+            storage: backbone_core::storage::Storage::Hash,
+            personal: &[],
+            subject: None,
         },
     ];
     assert_eq!(<ShipmentTracking as Contract>::NAME, "ShipmentTracking");

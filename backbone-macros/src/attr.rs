@@ -20,6 +20,8 @@ pub(crate) struct ContractArgs {
     /// `schema`: implement `ContractSchema` (needs backbone-core's `schema` feature and
     /// parameter types deriving `schemars::JsonSchema`).
     pub(crate) schema: bool,
+    /// `storage = "hash" | "inline"`: where the operations' parameters live by default.
+    pub(crate) storage: Option<LitStr>,
 }
 
 impl ContractArgs {
@@ -39,6 +41,15 @@ impl ContractArgs {
                         other,
                         "`schema` takes no value: write `#[events_contract(schema)]`",
                     ),
+                }
+            } else if meta.path().is_ident("storage") {
+                if let Some(lit) = errors.ok(storage_value(meta)) {
+                    if args.storage.is_some() {
+                        errors
+                            .spanned(meta.path(), "duplicate key `storage` in #[events_contract]");
+                    } else {
+                        args.storage = Some(lit);
+                    }
                 }
             } else if meta.path().is_ident("crate") {
                 let Some(lit) = errors.ok(string_value(meta, "crate", "::backbone_core")) else {
@@ -63,7 +74,8 @@ impl ContractArgs {
                 errors.spanned(
                     meta.path(),
                     format_args!(
-                        "unknown key `{}` in #[events_contract]; expected `crate` or `schema`",
+                        "unknown key `{}` in #[events_contract]; expected `crate`, `schema` or \
+                         `storage`",
                         compact(meta.path())
                     ),
                 );
@@ -86,6 +98,8 @@ pub(crate) struct EventArgs {
     pub(crate) deprecated: Option<LitStr>,
     /// `upcast = path`: the function reading this (old) operation as a newer one.
     pub(crate) upcast: Option<syn::Path>,
+    /// `storage = "hash" | "inline"`: where this operation's parameters live.
+    pub(crate) storage: Option<LitStr>,
 }
 
 impl EventArgs {
@@ -148,6 +162,15 @@ impl EventArgs {
                 } else {
                     self.deprecated = Some(lit);
                 }
+            } else if meta.path().is_ident("storage") {
+                let Some(lit) = errors.ok(storage_value(meta)) else {
+                    continue;
+                };
+                if self.storage.is_some() {
+                    errors.spanned(meta.path(), "duplicate key `storage` in #[event]");
+                } else {
+                    self.storage = Some(lit);
+                }
             } else if meta.path().is_ident("upcast") {
                 let Some(path) = errors.ok(path_value(meta)) else {
                     continue;
@@ -162,7 +185,7 @@ impl EventArgs {
                     meta.path(),
                     format_args!(
                         "unknown key `{}` in #[event]; expected `name`, `version`, \
-                         `deprecated` or `upcast`",
+                         `deprecated`, `upcast` or `storage`",
                         compact(meta.path())
                     ),
                 );
@@ -183,6 +206,25 @@ fn string_value(meta: &Meta, key: &str, example: &str) -> syn::Result<LitStr> {
         },
         other => Err(syn::Error::new_spanned(other, message)),
     }
+}
+
+/// The storage strategies `storage = "..."` accepts.
+pub(crate) const STORAGES: &[&str] = &["hash", "inline"];
+
+/// The string literal of `storage = "hash"` or `storage = "inline"`.
+fn storage_value(meta: &Meta) -> syn::Result<LitStr> {
+    let lit = string_value(meta, "storage", "inline")?;
+    if !STORAGES.contains(&lit.value().as_str()) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format_args!(
+                "unknown storage {:?}: expected \"hash\" (a payload hash per event, the \
+                 default) or \"inline\" (the parameters in the stream entry)",
+                lit.value()
+            ),
+        ));
+    }
+    Ok(lit)
 }
 
 /// The function path of `upcast = path::to::function`.

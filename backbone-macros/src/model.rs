@@ -63,6 +63,8 @@ pub(crate) struct Operation {
     pub(crate) deprecated: Option<syn::LitStr>,
     /// `#[event(upcast = path)]`: consumers never see this operation, only what it becomes.
     pub(crate) upcast: Option<syn::Path>,
+    /// `#[event(storage = "...")]`, or the contract's, or `hash`.
+    pub(crate) storage: String,
 }
 
 impl Operation {
@@ -78,8 +80,23 @@ pub(crate) struct Param {
     pub(crate) ident: Ident,
     /// The field name on the wire: the identifier without `r#`.
     pub(crate) name: String,
-    /// The parameter's type.
+    /// The parameter's type, as written.
     pub(crate) ty: Type,
+    /// `#[personal]`: sealed with the data subject's key; the event holds `Personal<ty>`.
+    pub(crate) personal: bool,
+    /// `#[subject]`: its value names the event's data subject.
+    pub(crate) subject: bool,
+}
+
+impl Param {
+    /// The type the event and the consumer hold: `Personal<ty>` for a personal parameter.
+    pub(crate) fn field_ty(&self, krate: &syn::Path) -> TokenStream {
+        let ty = &self.ty;
+        match self.personal {
+            true => quote!(#krate::personal::Personal<#ty>),
+            false => quote!(#ty),
+        }
+    }
 }
 
 impl Contract {
@@ -203,7 +220,9 @@ fn read_trait(args: ContractArgs, item: ItemTrait, errors: &mut Errors) -> Contr
     let mut operations = Vec::new();
     for trait_item in &item.items {
         match trait_item {
-            TraitItem::Fn(method) => operations.push(method::read_method(method, errors)),
+            TraitItem::Fn(method) => {
+                operations.push(method::read_method(method, args.storage.as_ref(), errors))
+            }
             TraitItem::Const(c) => not_a_method(
                 head(&c.const_token, &c.ident),
                 "an associated const",

@@ -40,6 +40,28 @@ pub struct ParameterSchema {
     pub schema: Schema,
 }
 
+/// The schema of a `#[personal]` parameter on the wire: a sealed value (see
+/// [`personal`](crate::personal)) whose plaintext is the JSON of `plain`, kept under
+/// `x-backbone-personal` for reference.
+///
+/// ```
+/// let plain = schemars::json_schema!({ "type": "string" });
+/// let sealed = backbone_core::schema::personal_schema(plain);
+/// assert_eq!(sealed.as_value()["type"], "string");
+/// assert_eq!(sealed.as_value()["x-backbone-personal"]["type"], "string");
+/// ```
+pub fn personal_schema(plain: Schema) -> Schema {
+    let value = json!({
+        "type": "string",
+        "pattern": "^v1\\.[0-9a-f]{16}\\.[A-Za-z0-9+/]+$",
+        "description": "personal data, sealed with the data subject's key \
+            (v1.<key id>.<base64 of nonce, AES-256-GCM ciphertext and tag>); \
+            x-backbone-personal is the schema of its plaintext",
+        "x-backbone-personal": plain.to_value(),
+    });
+    Schema::try_from(value).expect("an object is a schema")
+}
+
 /// What `#[events_contract]` implements for a contract when the `schema` feature is on.
 pub trait ContractSchema: Contract {
     /// The parameters of each operation, in the order of [`Contract::OPERATIONS`].

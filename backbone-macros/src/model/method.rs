@@ -28,7 +28,11 @@ const PRODUCER_METHODS: &[&str] = &[
 const CONSUMER_METHODS: &[&str] = &["fallback"];
 
 /// Checks one method and reads it into an [`Operation`].
-pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operation {
+pub(super) fn read_method(
+    method: &TraitItemFn,
+    contract_storage: Option<&syn::LitStr>,
+    errors: &mut Errors,
+) -> Operation {
     let sig = &method.sig;
     let ident = &sig.ident;
     let (docs, lints) = split_attrs(&method.attrs, "a contract method", true, errors);
@@ -87,6 +91,11 @@ pub(super) fn read_method(method: &TraitItemFn, errors: &mut Errors) -> Operatio
         params: read_params(sig, errors),
         deprecated: event.deprecated,
         upcast: event.upcast,
+        storage: event
+            .storage
+            .as_ref()
+            .or(contract_storage)
+            .map_or_else(|| "hash".to_owned(), |lit| lit.value()),
     }
 }
 
@@ -162,9 +171,7 @@ fn read_params(sig: &Signature, errors: &mut Errors) -> Vec<Param> {
             }
             FnArg::Typed(typed) => typed,
         };
-        if let Some(attr) = typed.attrs.first() {
-            errors.spanned(attr, "attributes on contract parameters are not supported");
-        }
+        let (personal, subject) = param_attrs(&typed.attrs, errors);
         check_type(&typed.ty, errors);
         let ident = match &*typed.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none() => {
@@ -191,13 +198,61 @@ fn read_params(sig: &Signature, errors: &mut Errors) -> Vec<Param> {
             errors.spanned(&ident, format_args!("duplicate parameter `{name}`"));
             continue;
         }
+        if subject {
+            if let Some(first) = params.iter().find(|p| p.subject) {
+                errors.spanned(
+                    &ident,
+                    format_args!(
+                        "`{name}` and `{}` are both `#[subject]`: an event has one data subject",
+                        first.name
+                    ),
+                );
+            }
+        }
         params.push(Param {
             ident,
             name,
             ty: (*typed.ty).clone(),
+            personal,
+            subject,
         });
     }
     params
+}
+
+/// Reads `#[personal]` and `#[subject]` on one parameter; anything else is an error.
+fn param_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> (bool, bool) {
+    let (mut personal, mut subject) = (None, None);
+    for attr in attrs {
+        let slot = if attr.path().is_ident("personal") {
+            &mut personal
+        } else if attr.path().is_ident("subject") {
+            &mut subject
+        } else {
+            errors.spanned(
+                attr,
+                "unsupported attribute on a contract parameter: expected `#[personal]` (sealed \
+                 with the data subject's key) or `#[subject]` (names the data subject)",
+            );
+            continue;
+        };
+        if !matches!(attr.meta, syn::Meta::Path(_)) {
+            errors.spanned(attr, "`#[personal]` and `#[subject]` take no arguments");
+        } else if slot.is_some() {
+            errors.spanned(attr, "duplicate attribute on a contract parameter");
+        } else {
+            *slot = Some(attr);
+        }
+    }
+    if let (Some(_), Some(attr)) = (personal, subject) {
+        errors.spanned(
+            attr,
+            "a parameter cannot be both `#[personal]` and `#[subject]`: the subject is stored \
+             in the clear to find its key; name the subject with an opaque id (a customer \
+             number) and mark the personal data `#[personal]`",
+        );
+    }
+    (personal.is_some(), subject.is_some())
 }
 
 /// Rejects borrowed and `impl Trait` parameter types (anywhere in the type): events are

@@ -35,7 +35,7 @@ pub(super) fn consumer_trait(contract: &Contract) -> TokenStream {
             );
             let attrs = method_attrs(op);
             let params = op.params.iter().map(|p| {
-                let (ident, ty) = (&p.ident, &p.ty);
+                let (ident, ty) = (&p.ident, p.field_ty(krate));
                 quote!(#ident: #ty)
             });
             quote! {

@@ -25,8 +25,12 @@ pub(super) fn event_enum(contract: &Contract) -> TokenStream {
             &format!("The `{}` operation{}.", op.name, version_suffix(op)),
         );
         let fields = op.params.iter().map(|p| {
-            let (ident, ty) = (&p.ident, &p.ty);
-            let field_doc = doc(&format!("The `{}` parameter.", p.name));
+            let (ident, ty) = (&p.ident, p.field_ty(&contract.krate));
+            let field_doc = doc(&format!(
+                "The `{}` parameter{}.",
+                p.name,
+                if p.personal { " (personal)" } else { "" }
+            ));
             quote!(#field_doc #ident: #ty)
         });
         quote!(#docs #variant { #(#fields),* })
@@ -80,6 +84,18 @@ fn operations_const(contract: &Contract) -> TokenStream {
             }
             None => quote!(::core::option::Option::None),
         };
+        let storage = match op.storage.as_str() {
+            "inline" => quote!(#krate::storage::Storage::Inline),
+            _ => quote!(#krate::storage::Storage::Hash),
+        };
+        let personal = op.params.iter().filter(|p| p.personal).map(|p| &p.name);
+        let subject = match op.params.iter().find(|p| p.subject) {
+            Some(p) => {
+                let name = &p.name;
+                quote!(::core::option::Option::Some(#name))
+            }
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #krate::Operation {
                 name: #name,
@@ -87,6 +103,9 @@ fn operations_const(contract: &Contract) -> TokenStream {
                 parameters: &[#(#parameters),*],
                 deprecated: #deprecated,
                 upcast: #upcast,
+                storage: #storage,
+                personal: &[#(#personal),*],
+                subject: #subject,
             }
         }
     });
@@ -127,8 +146,12 @@ fn encode_fn(contract: &Contract) -> TokenStream {
             let pushes = op.params.iter().map(|p| {
                 let (ident, param) = (&p.ident, &p.name);
                 let operation = &op.name;
+                let encode = match p.personal {
+                    true => quote!(encode_personal),
+                    false => quote!(encode),
+                };
                 quote_spanned! {p.ty.span()=>
-                    #fields.push(#param, #krate::codec::encode(#operation, #param, #ident)?);
+                    #fields.push(#param, #krate::codec::#encode(#operation, #param, #ident)?);
                 }
             });
             quote! {{
@@ -260,8 +283,12 @@ fn decode_arm(contract: &Contract, op: &Operation) -> TokenStream {
     let (variant, operation, version) = (&op.variant, &op.name, op.version);
     let values = op.params.iter().map(|p| {
         let (ident, param, ty) = (&p.ident, &p.name, &p.ty);
+        let decode = match p.personal {
+            true => quote!(decode_personal),
+            false => quote!(decode),
+        };
         let value = quote_spanned! {ty.span()=>
-            #krate::codec::decode::<#ty>(#operation, #param, #fields)?
+            #krate::codec::#decode::<#ty>(#operation, #param, #fields)?
         };
         quote!(#ident: #value)
     });

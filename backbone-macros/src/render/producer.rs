@@ -76,7 +76,13 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
             let (ident, ty) = (&p.ident, &p.ty);
             quote!(#ident: #ty)
         });
-        let fields = op.params.iter().map(|p| &p.ident);
+        let fields = op.params.iter().map(|p| {
+            let ident = &p.ident;
+            match p.personal {
+                true => quote!(#ident: #krate::personal::Personal::Known(#ident)),
+                false => quote!(#ident),
+            }
+        });
         quote! {
             #docs
             #attrs

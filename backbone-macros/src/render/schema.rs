@@ -23,11 +23,17 @@ pub(super) fn schema_impl(contract: &Contract) -> TokenStream {
         let params = op.params.iter().map(|p| {
             let (name, ty) = (&p.name, &p.ty);
             let required = !is_option(ty);
+            let schema = match p.personal {
+                true => quote_spanned! {ty.span()=>
+                    #krate::schema::personal_schema(#generator.subschema_for::<#ty>())
+                },
+                false => quote_spanned! {ty.span()=> #generator.subschema_for::<#ty>() },
+            };
             quote_spanned! {ty.span()=>
                 #krate::schema::ParameterSchema {
                     name: #name,
                     required: #required,
-                    schema: #generator.subschema_for::<#ty>(),
+                    schema: #schema,
                 }
             }
         });

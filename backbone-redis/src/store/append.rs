@@ -254,6 +254,9 @@ mod tests {
             parameters: &[],
             deprecated: None,
             upcast: None,
+            storage: backbone_core::storage::Storage::Hash,
+            personal: &[],
+            subject: None,
         });
         let op = |name: &str, version: u32| {
             ops.iter()
