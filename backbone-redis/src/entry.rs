@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use backbone_core::envelope::{Envelope, Headers, TraceContext};
-use backbone_core::{Error, MessageId, Metadata, StreamAddress};
+use backbone_core::{Error, Fields, MessageId, Metadata, StreamAddress};
 use redis::Value;
 
 /// Entry field: the event's [`MessageId`].
@@ -37,6 +37,13 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// Prefix of the entry fields holding user headers: `header.<name>`.
 pub const HEADER_PREFIX: &str = "header.";
+/// Prefix of the entry fields holding an inline event's parameters: `param.<name>`, the
+/// parameter's JSON (see [`Storage::Inline`](backbone_core::storage::Storage::Inline)).
+///
+/// ```
+/// assert_eq!(backbone_redis::entry::PARAM_PREFIX, "param.");
+/// ```
+pub const PARAM_PREFIX: &str = "param.";
 
 /// The entry fields an event's ordering key and envelope become, in the order they are
 /// written (see the constants above).
@@ -86,6 +93,8 @@ pub(crate) struct EntryHeader {
     pub version: u32,
     pub produced_at: u64,
     pub payload: Option<String>,
+    /// The entry holds its parameters in `param.<name>` fields ([`RawEntry::params`]).
+    pub inline: bool,
     pub key: Option<String>,
     pub aggregate: Option<String>,
     pub aggregate_version: Option<u64>,
@@ -169,6 +178,17 @@ impl RawEntry {
             }
         };
         let payload = optional(PAYLOAD)?;
+        let param = fields.iter().find(|(n, _)| n.starts_with(PARAM_PREFIX));
+        if let (Some(_), Some((name, _))) = (&payload, param) {
+            return Err(Error::malformed(
+                &self.id,
+                format!(
+                    "field `{name}` beside field `{PAYLOAD}`: an entry holds its parameters \
+                     in a payload hash or in `{PARAM_PREFIX}*` fields, not both"
+                ),
+            ));
+        }
+        let inline = param.is_some();
         let key = optional(KEY)?;
         let aggregate = optional(AGGREGATE)?;
         let position = optional(POSITION)?;
@@ -207,11 +227,27 @@ impl RawEntry {
             version,
             produced_at,
             payload,
+            inline,
             key,
             aggregate,
             aggregate_version,
             position,
         })
+    }
+}
+
+impl RawEntry {
+    /// An inline entry's parameters: its `param.<name>` fields, as `<name>` → value (none
+    /// when the entry has none, or was deleted).
+    pub fn params(&self) -> Fields {
+        self.fields
+            .iter()
+            .flatten()
+            .filter_map(|(name, value)| {
+                let name = name.strip_prefix(PARAM_PREFIX)?;
+                Some((name.to_owned(), value.clone()))
+            })
+            .collect()
     }
 }
 

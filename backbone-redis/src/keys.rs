@@ -7,6 +7,7 @@
 //! | `bb:{<env>:<uri>}:events` | stream | one entry per event: `message_id`, `operation`, `version`, `produced_at`, `payload` |
 //! | `bb:{<env>:<uri>}:payload:<message_id>` | hash | one field per parameter: name → JSON |
 //! | `bb:{<env>:<uri>}:sent:<message_id>` | string | for operations without parameters only: the stream id of a sent event, 10 minutes; makes a resend idempotent (for the others the payload hash is the marker) |
+//! | `bb:{<env>:<uri>}:seq:<producer_id>` | string | for inline events only: the last sequence number a producer wrote to this stream, 10 minutes after its last write; makes a resend idempotent |
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
 //! | `bb:{<env>:<uri>}:agg:<aggregate>` | stream | the event store: one aggregate's events, entry ids `0-<version>` |
 //! | `bb:{<env>:<uri>}:idem:<key>` | string | an append under its idempotency key, for the idempotency TTL: `<first> <last> <positions> <sha1 of the events> <aggregate>`; the same key with another aggregate or other events is refused (`Error::IdempotencyKeyReused`) |
@@ -93,6 +94,22 @@ impl StreamKeys {
     /// The prefix of every sent-record (`<prefix>:sent:`).
     pub(crate) fn sent_prefix(&self) -> String {
         format!("{}:sent:", self.prefix)
+    }
+
+    /// The record of the last sequence number producer `producer_id` wrote to this stream
+    /// (inline events, see [`Storage::Inline`](backbone_core::storage::Storage::Inline)): the
+    /// publish script's idempotency check for them; internal, 10 minutes after the last write.
+    ///
+    /// ```
+    /// use backbone_core::StreamAddress;
+    /// use backbone_redis::keys::StreamKeys;
+    ///
+    /// let keys = StreamKeys::new(&StreamAddress::new(Some("prod"), "orders").unwrap());
+    /// let producer = "019b76da-a800-7000-8000-000000000001";
+    /// assert_eq!(keys.sequence(producer), format!("bb:{{prod:orders}}:seq:{producer}"));
+    /// ```
+    pub fn sequence(&self, producer_id: &str) -> String {
+        format!("{}:seq:{producer_id}", self.prefix)
     }
 
     /// The event-store stream of one aggregate.

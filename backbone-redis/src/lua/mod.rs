@@ -131,7 +131,7 @@ mod tests {
             "publish.lua",
             PUBLISH_SOURCE,
             &fields,
-            &["ok", "none", "stream", "error", "err", "table"],
+            &["ok", "none", "stream", "error", "err", "table", "retry"],
         );
     }
 

@@ -8,14 +8,20 @@
 //! WAIT replicas timeout]`, on one connection (on a cluster, the master of the stream's slot:
 //! redis-rs routes the pipeline by the EVALSHA's key), so the WAIT covers exactly that run's
 //! writes; an event is answered `Ok` only when WAIT counted enough replicas.
+//!
+//! Inline events ([`Storage::Inline`]) get their sequence number ([`Sequencer`]) when a batch
+//! is formed, in the order batches are sent, and go in increasing order within their batch;
+//! the batch carries the sequencer's floor (see [`super::sequence`] for why that is sound when
+//! batches overlap and retries come after later batches).
 
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::connection::Connection;
-use crate::entry::envelope_fields;
+use crate::entry::{envelope_fields, PARAM_PREFIX};
 use crate::lua::PUBLISH;
+use backbone_core::storage::Storage;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -24,6 +30,7 @@ use redis::{ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::sequence::Sequencer;
 use super::{Failure, Outcome, SENT_TTL_MS};
 use crate::keys::StreamKeys;
 
@@ -62,27 +69,42 @@ pub(super) struct Durability {
 #[derive(Debug, Clone)]
 pub(super) struct Batcher {
     queue: mpsc::Sender<Submission>,
+    /// The inline events' sequence numbers, shared with the task.
+    sequencer: Arc<Mutex<Sequencer>>,
 }
 
 impl Batcher {
-    /// Starts the batching task of one publisher on the current Tokio runtime.
+    /// Starts the batching task of one publisher (`producer_id`) on the current Tokio runtime.
     pub fn start(
         keys: StreamKeys,
         connection: Connection,
         payload_ttl_ms: u64,
         durability: Option<Durability>,
+        producer_id: &str,
     ) -> Self {
         let (queue, submissions) = mpsc::channel(QUEUE);
+        let sequencer = Arc::new(Mutex::new(Sequencer::default()));
         let task = Task {
             payload_prefix: keys.payload_prefix(),
             sent_prefix: keys.sent_prefix(),
+            sequence_key: keys.sequence(producer_id),
             keys,
             connection,
             payload_ttl_ms,
             durability,
+            sequencer: sequencer.clone(),
         };
         tokio::spawn(task.run(submissions));
-        Batcher { queue }
+        Batcher { queue, sequencer }
+    }
+
+    /// The send of `event` (until `deadline`) returned an error: an inline event's sequence
+    /// number is given up (unless another send of it lasts longer), so that it holds no later
+    /// event back, and sending the event again gives it a new one.
+    pub fn give_up(&self, event: &OutgoingEvent, deadline: Instant) {
+        if event.storage == Storage::Inline {
+            lock(&self.sequencer).give_up(&event.message_id, deadline);
+        }
     }
 
     /// Queues one event and waits for its batch's answer (the caller bounds the wait).
@@ -117,13 +139,28 @@ fn stopped(outcome: Outcome) -> Failure {
     }
 }
 
+/// The sequencer, whose state stays consistent even if a holder panicked (it never does).
+fn lock(sequencer: &Mutex<Sequencer>) -> MutexGuard<'_, Sequencer> {
+    sequencer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Task {
     keys: StreamKeys,
     payload_prefix: String,
     sent_prefix: String,
+    /// `bb:<tag>:seq:<producer_id>`.
+    sequence_key: String,
     connection: Connection,
     payload_ttl_ms: u64,
     durability: Option<Durability>,
+    sequencer: Arc<Mutex<Sequencer>>,
+}
+
+/// One batch ready to go: its live submissions, each with its sequence number (0 in the hash
+/// layout), and the EVALSHA writing them.
+struct Prepared {
+    batch: Vec<(u64, Submission)>,
+    cmd: redis::Cmd,
 }
 
 impl Task {
@@ -145,30 +182,58 @@ impl Task {
                             Err(_) => break,
                         }
                     }
-                    in_flight.push(self.write(batch));
+                    if let Some(prepared) = self.prepare(batch) {
+                        in_flight.push(self.write(prepared));
+                    }
                 }
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             }
         }
     }
 
-    /// One run of the publish script for the live submissions of `batch`; answers each.
-    async fn write(&self, batch: Vec<Submission>) {
+    /// The live submissions of `batch`, their inline events numbered (in the order batches
+    /// are formed, so in the order they are sent) and put in increasing order, and the run of
+    /// the publish script writing them; `None` when none is live.
+    fn prepare(&self, batch: Vec<Submission>) -> Option<Prepared> {
         let now = Instant::now();
-        let batch: Vec<Submission> = batch
+        let live = batch
             .into_iter()
-            .filter(|s| s.deadline > now && !s.reply.is_closed())
-            .collect();
+            .filter(|s| s.deadline > now && !s.reply.is_closed());
+        let (mut batch, floor) = {
+            let mut sequencer = lock(&self.sequencer);
+            let batch: Vec<(u64, Submission)> = live
+                .map(|s| match s.event.storage {
+                    Storage::Inline => (sequencer.assign(s.event.message_id, s.deadline), s),
+                    _ => (0, s),
+                })
+                .collect();
+            (batch, sequencer.floor(now))
+        };
         if batch.is_empty() {
-            return;
+            return None;
         }
-        // EVALSHA built in place: one buffer for every argument, no copy per argument.
+        // Stable: the hash-layout events keep their order, ahead of the inline ones.
+        batch.sort_by_key(|(seq, _)| *seq);
+        Some(Prepared {
+            cmd: self.command(&batch, floor),
+            batch,
+        })
+    }
+
+    /// The EVALSHA of `publish.lua` for `batch` (see the script for its arguments), built in
+    /// place: one buffer for every argument, no copy per argument.
+    fn command(&self, batch: &[(u64, Submission)], floor: u64) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(PUBLISH.get_hash())
-            .arg(1 + batch.len())
-            .arg(self.keys.stream());
+            .arg(2 + batch.len())
+            .arg(self.keys.stream())
+            .arg(&self.sequence_key);
         let mut text = String::with_capacity(self.payload_prefix.len() + 36);
-        for Submission { event, .. } in &batch {
+        for (seq, Submission { event, .. }) in batch {
+            if *seq > 0 {
+                cmd.arg(&self.sequence_key);
+                continue;
+            }
             text.clear();
             match event.fields.is_empty() {
                 true => text.push_str(&self.sent_prefix),
@@ -177,31 +242,60 @@ impl Task {
             let _ = write!(text, "{}", event.message_id);
             cmd.arg(text.as_str());
         }
-        cmd.arg(self.payload_ttl_ms).arg(batch.len());
-        for Submission { event, .. } in &batch {
+        cmd.arg(self.payload_ttl_ms).arg(batch.len()).arg(floor);
+        for (seq, Submission { event, .. }) in batch {
             text.clear();
             let _ = write!(text, "{}", event.message_id);
             cmd.arg(text.as_str())
                 .arg(event.operation)
                 .arg(event.version)
-                .arg(event.produced_at);
+                .arg(event.produced_at)
+                .arg(*seq);
             let extra = envelope_fields(&event.message_id, event.key.as_deref(), &event.envelope);
-            cmd.arg(extra.len());
+            let inline = *seq > 0;
+            let params = if inline { event.fields.len() } else { 0 };
+            cmd.arg(extra.len() + params);
             for (name, value) in &extra {
                 cmd.arg(name.as_ref()).arg(*value);
             }
-            cmd.arg(event.fields.len());
-            for (name, value) in event.fields.iter() {
-                cmd.arg(name).arg(value);
+            if inline {
+                for (name, value) in event.fields.iter() {
+                    text.clear();
+                    text.push_str(PARAM_PREFIX);
+                    text.push_str(name);
+                    cmd.arg(text.as_str()).arg(value);
+                }
+                cmd.arg(0);
+            } else {
+                cmd.arg(event.fields.len());
+                for (name, value) in event.fields.iter() {
+                    cmd.arg(name).arg(value);
+                }
             }
         }
+        cmd
+    }
+
+    /// One run of the publish script for a prepared batch; answers each submission.
+    async fn write(&self, Prepared { batch, cmd }: Prepared) {
         match self.send(cmd).await {
             Ok((replies, replicated)) if replies.len() == batch.len() => {
-                for (submission, reply) in batch.into_iter().zip(replies) {
-                    let answer = match (answer(reply), &replicated) {
+                let answers: Vec<_> = replies
+                    .into_iter()
+                    .map(|reply| match (answer(reply), &replicated) {
                         (Ok(_), Err(failure)) => Err(failure.clone()),
                         (answer, _) => answer,
-                    };
+                    })
+                    .collect();
+                {
+                    let mut sequencer = lock(&self.sequencer);
+                    for ((seq, _), answer) in batch.iter().zip(&answers) {
+                        if *seq > 0 && answer.is_ok() {
+                            sequencer.written(*seq);
+                        }
+                    }
+                }
+                for ((_, submission), answer) in batch.into_iter().zip(answers) {
                     let _ = submission.reply.send(answer);
                 }
             }
@@ -214,7 +308,7 @@ impl Task {
                         batch.len()
                     )),
                 };
-                for submission in batch {
+                for (_, submission) in batch {
                     let _ = submission.reply.send(Err(failure.clone()));
                 }
             }
@@ -299,6 +393,14 @@ fn answer(reply: Value) -> Result<bool, Failure> {
         Value::BulkString(_) | Value::SimpleString(_) => Ok(true),
         Value::Nil | Value::Boolean(false) => Ok(false),
         Value::Array(parts) => match parts.as_slice() {
+            [Value::BulkString(status), Value::BulkString(text)] if status == b"retry" => {
+                Err(Failure {
+                    error: format!("publish script: {}", String::from_utf8_lossy(text)),
+                    cut: false,
+                    transient: true,
+                    outcome: Outcome::NotWritten,
+                })
+            }
             [_, Value::BulkString(text)] => Err(Failure {
                 error: format!("publish script: {}", String::from_utf8_lossy(text)),
                 cut: false,
@@ -335,5 +437,14 @@ mod tests {
             PUBLISH_SOURCE.contains(&refresh),
             "publish.lua lacks {refresh}"
         );
+        let sequence = format!("'PX', {SENT_TTL_MS})\nend\nreturn replies");
+        assert!(
+            PUBLISH_SOURCE.contains(&sequence),
+            "publish.lua lacks the sequence record's {sequence}"
+        );
     }
 }
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod redis_tests;

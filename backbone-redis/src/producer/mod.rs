@@ -25,6 +25,7 @@ use batch::{Batcher, Durability};
 use trim::Trimmer;
 
 mod batch;
+mod sequence;
 mod trim;
 
 /// How long the sent-record of an operation without parameters lives (ms).
@@ -194,6 +195,7 @@ impl RedisProducerBuilder {
         let payload_ttl_ms = self
             .payload_ttl
             .map_or(0, |ttl| ttl.as_millis().max(1) as u64);
+        let producer_id: Arc<str> = MessageId::new().to_string().into();
         let writers = layout
             .partitions()
             .iter()
@@ -204,6 +206,7 @@ impl RedisProducerBuilder {
                     connection.clone(),
                     payload_ttl_ms,
                     self.durable,
+                    &producer_id,
                 ),
                 trimmer: self.max_len.map(|max_len| {
                     Arc::new(Trimmer::new(
@@ -219,6 +222,7 @@ impl RedisProducerBuilder {
             next: Arc::new(AtomicUsize::new(0)),
             connection,
             send_timeout,
+            producer_id,
         })
     }
 }
@@ -239,6 +243,14 @@ impl ProducerBuilder for RedisProducerBuilder {
 /// [`OutgoingEvent`]), as long as the event's marker lives: its payload hash, or for an
 /// operation without parameters a record kept 10 minutes. An `Err` says what failed and
 /// whether the event may nevertheless have been written.
+///
+/// An [inline](backbone_core::storage::Storage::Inline) event has no marker of its own: the
+/// publisher numbers its inline events per stream (see [`producer_id`](Self::producer_id)),
+/// and a retry, by the publisher or by the caller, is recognised by its number while the
+/// publisher remembers the event's message id (the last 8192 inline events written per
+/// partition) and its sequence record lives (10 minutes after its last write). An inline
+/// event sent again after its send returned an `Err` gets a new number: written again if the
+/// failed send did write it (the `Err` said it may have), never lost.
 ///
 /// Sends made at the same time through one publisher (or its clones) are coalesced: a
 /// background task writes whatever is queued, up to 128 events, with one run of the publish
@@ -266,6 +278,8 @@ pub struct RedisPublisher {
     next: Arc<AtomicUsize>,
     connection: Connection,
     send_timeout: Duration,
+    /// A UUID v7, new for each built publisher: names its sequence records.
+    producer_id: Arc<str>,
 }
 
 /// Writes one partition.
@@ -281,7 +295,8 @@ struct Writer {
 enum Outcome {
     /// The script was never run (refused connection, rejected by the server).
     NotSent,
-    /// The script ran and failed in its checks: the marker did not exist, nothing was written.
+    /// The script ran and did not write the event: it failed in its checks (nothing was
+    /// written), or refused an inline event that came out of order.
     NotWritten,
     /// The script may have run: the connection broke or no answer came in time.
     Unknown,
@@ -340,6 +355,20 @@ impl RedisPublisher {
     /// ```
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// This publisher's producer id: a UUID v7 made when it was built, shared by its clones.
+    /// Its [inline](backbone_core::storage::Storage::Inline) events are numbered per stream
+    /// key, and the publish script records the last number written in
+    /// [`StreamKeys::sequence`]`(producer_id)`, which makes their sends idempotent.
+    ///
+    /// ```no_run
+    /// # let publisher: backbone_redis::RedisPublisher = todo!();
+    /// let record = publisher.keys().sequence(publisher.producer_id());
+    /// assert!(record.contains(":seq:"));
+    /// ```
+    pub fn producer_id(&self) -> &str {
+        &self.producer_id
     }
 
     /// The writer of `event`'s partition: its key's, else the next in turn.
@@ -465,6 +494,7 @@ impl Publish for RedisPublisher {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !failure.transient || backoff.peek() >= left {
+                writer.batcher.give_up(&event, deadline);
                 let error = self.failed(
                     writer, &event, attempts, started, failure, last_error, unknown,
                 );
