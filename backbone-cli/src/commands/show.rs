@@ -51,8 +51,10 @@ pub async fn run(stream: &Stream, id: &str, out: &Output) -> Result<(), Failure>
 /// An entry's fields, name and value.
 pub type Fields = Vec<(String, Vec<u8>)>;
 
-/// An entry of `keys`' streams as a document: its id, its fields, and its parameters read
-/// from its payload hash (only a hash of this stream's own; a missing one is said so).
+/// An entry of `keys`' streams as a document: its id, its fields, and its parameters: an
+/// inline entry's `param.<name>` fields, or those read from its payload hash (only a hash of
+/// this stream's own; a missing one is said so). An entry with both keeps its `param.*`
+/// fields as fields (it is malformed: consumers dead-letter it).
 pub async fn entry_document(
     stream: &Stream,
     keys: &StreamKeys,
@@ -61,12 +63,19 @@ pub async fn entry_document(
 ) -> Result<Map<String, Value>, Failure> {
     let mut doc = Map::new();
     doc.insert("stream_id".into(), Value::from(entry_id));
-    let mut payload = None;
+    let payload = fields
+        .iter()
+        .find(|(name, _)| name == backbone_redis::entry::PAYLOAD)
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
+    let mut inline = Map::new();
     for (name, value) in fields {
-        let text = String::from_utf8_lossy(value).into_owned();
-        if name == backbone_redis::entry::PAYLOAD {
-            payload = Some(text.clone());
+        if payload.is_none() {
+            if let Some(param) = name.strip_prefix(backbone_redis::entry::PARAM_PREFIX) {
+                inline.insert(param.to_owned(), field_json(value));
+                continue;
+            }
         }
+        let text = String::from_utf8_lossy(value).into_owned();
         doc.insert(name.clone(), Value::from(text));
     }
     let parameters = match payload {
@@ -91,7 +100,7 @@ pub async fn entry_document(
         Some(key) => Value::from(format!(
             "not read: {key} is outside this stream's payload hashes"
         )),
-        None => Value::Object(Map::new()),
+        None => Value::Object(inline),
     };
     doc.insert("parameters".into(), parameters);
     Ok(doc)

@@ -1,5 +1,6 @@
 //! Turning entries into [`Job`]s: one pipeline fetches every payload hash of a batch (only keys
-//! of the stream's own payload prefix are ever read) and, for entries read again (pending or
+//! of the stream's own payload prefix are ever read; inline entries carry their parameters
+//! and need none) and, for entries read again (pending or
 //! claimed), their delivery counts. The [`fetcher`] task does
 //! this for the reader's batches, so that the next `XREADGROUP` overlaps this round trip.
 
@@ -96,10 +97,7 @@ pub(super) async fn jobs(
         .zip(headers)
         .enumerate()
         .map(|(i, (entry, header))| {
-            let payload = match payload_of(&header) {
-                None => Payload::None,
-                Some(_) => parse_hash(payloads.next()),
-            };
+            let payload = parameters(&entry, &header, &mut payloads);
             Job {
                 size: size(&entry, &payload),
                 entry,
@@ -172,6 +170,24 @@ fn size(entry: &RawEntry, payload: &Payload) -> usize {
         Payload::Unreadable(why) => why.len(),
     };
     entry.id.len() + entry_bytes + payload_bytes
+}
+
+/// An entry's parameters, the one place they are put together: an inline entry's
+/// `param.<name>` fields (no hash is read for it); else, when the entry names a payload hash,
+/// that hash's fields (the next reply of `hashes`: one per such entry, in entry order); else
+/// none.
+fn parameters(
+    entry: &RawEntry,
+    header: &Result<EntryHeader, Error>,
+    hashes: &mut impl Iterator<Item = Value>,
+) -> Payload {
+    match header {
+        Ok(header) if header.inline => Payload::Fields(entry.params()),
+        _ => match payload_of(header) {
+            None => Payload::None,
+            Some(_) => parse_hash(hashes.next()),
+        },
+    }
 }
 
 /// An entry may only name a payload hash of its own stream (a key starting with `prefix`, see

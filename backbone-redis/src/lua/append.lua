@@ -5,7 +5,9 @@
 -- (0 | 1), 4 idempotency TTL in seconds, 5 aggregate id, 6 produced_at, 7 event count m,
 -- 8 the events' fingerprint ('' without an idempotency key), then per event: message id,
 -- operation, version, a count k and k name/value pairs of further entry fields (correlation_id,
--- causation_id, traceparent, tracestate, header.<name>), field count n, n name/value pairs.
+-- causation_id, traceparent, tracestate, header.<name>; an inline event's param.<name>
+-- fields), field count n, n name/value pairs (the payload hash's; 0 for an inline event, which
+-- has no payload hash: its entries in both streams carry its parameters).
 -- The idempotency record is "<first> <last> <pos1,pos2,...> <fingerprint> <aggregate>"
 -- (records written before fingerprints existed lack the last two, and replay unchecked).
 -- Returns {'ok', "<first> <last> <pos1,pos2,...>"}, {'replay' | 'other_aggregate' |

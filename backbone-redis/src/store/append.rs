@@ -3,13 +3,14 @@
 use backbone_core::error::KeyReuse;
 use backbone_core::metadata::now_millis;
 use backbone_core::names::check_name;
+use backbone_core::storage::Storage;
 use backbone_core::store::{AppendOptions, AppendResult, ExpectedVersion};
 use backbone_core::{ContractEvent, Error, Fields, MessageId, Operation};
 use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::envelope_fields;
+use crate::entry::{envelope_fields, PARAM_PREFIX};
 use crate::lua::APPEND;
 
 impl<E: ContractEvent> EventStore<E> {
@@ -100,13 +101,24 @@ impl<E: ContractEvent> EventStore<E> {
                 .arg(operation.name)
                 .arg(operation.version);
             let extra = envelope_fields(&id, None, &envelope);
-            invocation.arg(extra.len());
+            // An inline event's parameters are entry fields (`param.<name>`), in both
+            // streams, and it has no payload hash: no hash fields.
+            let inline = operation.storage == Storage::Inline;
+            let params = if inline { fields.len() } else { 0 };
+            invocation.arg(extra.len() + params);
             for (name, value) in &extra {
                 invocation.arg(name.as_ref()).arg(*value);
             }
-            invocation.arg(fields.len());
-            for (name, value) in fields.iter() {
-                invocation.arg(name).arg(value);
+            if inline {
+                for (name, value) in fields.iter() {
+                    invocation.arg(format!("{PARAM_PREFIX}{name}")).arg(value);
+                }
+                invocation.arg(0);
+            } else {
+                invocation.arg(fields.len());
+                for (name, value) in fields.iter() {
+                    invocation.arg(name).arg(value);
+                }
             }
         }
         let context = || format!("append to aggregate `{aggregate_id}` of {}", keys.stream());

@@ -8,7 +8,9 @@ use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::{parse_range_reply, RawEntry, AGGREGATE, AGGREGATE_VERSION, PAYLOAD, POSITION};
+use crate::entry::{
+    parse_range_reply, EntryHeader, RawEntry, AGGREGATE, AGGREGATE_VERSION, PAYLOAD, POSITION,
+};
 
 /// One page of events, and where the next page starts, if there is one.
 #[derive(Debug, Clone)]
@@ -206,22 +208,7 @@ impl<E: ContractEvent> EventStore<E> {
         payloads.reverse();
         let mut events = Vec::with_capacity(raw.len());
         for (entry, header) in raw.into_iter().zip(headers) {
-            let fields = match &header.payload {
-                Some(key) => {
-                    let fields = payloads.pop().unwrap_or_default();
-                    if fields.is_empty() {
-                        return Err(origin.bad(
-                            &entry,
-                            Error::MissingPayload {
-                                entry: entry.id.clone(),
-                                key: key.clone(),
-                            },
-                        ));
-                    }
-                    Fields::from(fields)
-                }
-                None => Fields::new(),
-            };
+            let fields = parameters(&entry, &header, &mut payloads).map_err(|e| origin.bad(&entry, e))?;
             let event = E::decode(&header.operation, header.version, &fields)
                 .map_err(|e| origin.bad(&entry, e))?;
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
@@ -234,6 +221,31 @@ impl<E: ContractEvent> EventStore<E> {
         }
         Ok(events)
     }
+}
+
+/// An entry's parameters, the one place they are put together: an inline entry's
+/// `param.<name>` fields; else, when the entry names a payload hash, that hash's fields (the
+/// last of `hashes`, which holds one `HGETALL` reply per such entry, in reverse entry order;
+/// a missing hash is an [`Error::MissingPayload`]); else none.
+fn parameters(
+    entry: &RawEntry,
+    header: &EntryHeader,
+    hashes: &mut Vec<Vec<(String, Vec<u8>)>>,
+) -> Result<Fields, Error> {
+    if header.inline {
+        return Ok(entry.params());
+    }
+    let Some(key) = &header.payload else {
+        return Ok(Fields::new());
+    };
+    let fields = hashes.pop().unwrap_or_default();
+    if fields.is_empty() {
+        return Err(Error::MissingPayload {
+            entry: entry.id.clone(),
+            key: key.clone(),
+        });
+    }
+    Ok(Fields::from(fields))
 }
 
 /// Which stream entries given to [`EventStore::decode`] come from: it says where to find an
