@@ -11,17 +11,6 @@ use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-fn user(name: &str) -> User {
-    User {
-        name: name.to_owned(),
-        tags: vec!["a".into(), "ü\"\n".into()],
-        address: Some(Address {
-            street: "Rue de l'Église 5\n2nd floor".into(),
-            zip: Some(75001),
-        }),
-    }
-}
-
 #[tokio::test]
 async fn every_parameter_kind_round_trips() {
     let redis = shared().await.unwrap();
@@ -32,39 +21,7 @@ async fn every_parameter_kind_round_trips() {
         .build_kinds_producer()
         .await
         .unwrap();
-    let big = "x".repeat(2 * 1024 * 1024);
-    let mut map = BTreeMap::new();
-    map.insert("empty".to_owned(), vec![]);
-    map.insert("ключ \"quoted\"".to_owned(), vec![i32::MIN, 0, i32::MAX]);
-    let sent = vec![
-        KindsEvent::Text {
-            s: "héllo \"wörld\"\n\t\\ 🚚 \u{0}end".into(),
-        },
-        KindsEvent::Text { s: String::new() },
-        KindsEvent::Text { s: big },
-        KindsEvent::Integers {
-            a: i64::MIN,
-            b: u64::MAX,
-            c: -128,
-            d: i64::MAX,
-        },
-        KindsEvent::FloatBool {
-            f: -1.5e300,
-            b: true,
-        },
-        KindsEvent::FloatBool { f: 0.1, b: false },
-        KindsEvent::Optional {
-            some: Some("present".into()),
-            none: None,
-        },
-        KindsEvent::Nested {
-            user: user("Ada"),
-            list: vec![user("Bob"), user("Cy")],
-            map,
-        },
-        KindsEvent::Unit {},
-        KindsEvent::Versioned { n: 7 },
-    ];
+    let sent = kinds_cases();
     let mut ids = Vec::new();
     for event in &sent {
         ids.push(producer.producer().send(event).await.unwrap());

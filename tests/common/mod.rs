@@ -32,17 +32,91 @@ pub struct User {
     pub address: Option<Address>,
 }
 
-/// One operation per kind of parameter.
-#[events_contract]
-pub trait Kinds {
-    async fn text(&self, s: String);
-    async fn integers(&self, a: i64, b: u64, c: i8, d: i64);
-    async fn float_bool(&self, f: f64, b: bool);
-    async fn optional(&self, some: Option<String>, none: Option<u32>);
-    async fn nested(&self, user: User, list: Vec<User>, map: BTreeMap<String, Vec<i32>>);
-    async fn unit(&self);
-    #[event(version = 2)]
-    async fn versioned(&self, n: u32);
+/// The operations of [`Kinds`], one per kind of parameter, as a contract named `$name` with
+/// the attributes given: the same operations in either storage.
+macro_rules! kinds_contract {
+    ($(#[$attribute:meta])* $name:ident) => {
+        $(#[$attribute])*
+        pub trait $name {
+            async fn text(&self, s: String);
+            async fn integers(&self, a: i64, b: u64, c: i8, d: i64);
+            async fn float_bool(&self, f: f64, b: bool);
+            async fn optional(&self, some: Option<String>, none: Option<u32>);
+            async fn nested(&self, user: User, list: Vec<User>, map: BTreeMap<String, Vec<i32>>);
+            async fn unit(&self);
+            #[event(version = 2)]
+            async fn versioned(&self, n: u32);
+        }
+    };
+}
+
+kinds_contract!(
+    /// One operation per kind of parameter.
+    #[events_contract]
+    Kinds
+);
+
+kinds_contract!(
+    /// [`Kinds`] with its parameters inline in the stream entries.
+    #[events_contract(storage = "inline")]
+    InlineKinds
+);
+
+/// A [`User`] with every field set and text that needs escaping.
+pub fn user(name: &str) -> User {
+    User {
+        name: name.to_owned(),
+        tags: vec!["a".into(), "ü\"\n".into()],
+        address: Some(Address {
+            street: "Rue de l'Église 5\n2nd floor".into(),
+            zip: Some(75001),
+        }),
+    }
+}
+
+/// One event of every operation of [`Kinds`], with the parameter values the round trips
+/// check: escapes, an empty and a 2 MiB string, integer extremes, floats, options, nesting.
+pub fn kinds_cases() -> Vec<KindsEvent> {
+    let big = "x".repeat(2 * 1024 * 1024);
+    let mut map = BTreeMap::new();
+    map.insert("empty".to_owned(), vec![]);
+    map.insert("ключ \"quoted\"".to_owned(), vec![i32::MIN, 0, i32::MAX]);
+    vec![
+        KindsEvent::Text {
+            s: "héllo \"wörld\"\n\t\\ 🚚 \u{0}end".into(),
+        },
+        KindsEvent::Text { s: String::new() },
+        KindsEvent::Text { s: big },
+        KindsEvent::Integers {
+            a: i64::MIN,
+            b: u64::MAX,
+            c: -128,
+            d: i64::MAX,
+        },
+        KindsEvent::FloatBool {
+            f: -1.5e300,
+            b: true,
+        },
+        KindsEvent::FloatBool { f: 0.1, b: false },
+        KindsEvent::Optional {
+            some: Some("present".into()),
+            none: None,
+        },
+        KindsEvent::Nested {
+            user: user("Ada"),
+            list: vec![user("Bob"), user("Cy")],
+            map,
+        },
+        KindsEvent::Unit {},
+        KindsEvent::Versioned { n: 7 },
+    ]
+}
+
+/// `event` as an event of contract `T` with the same operation and parameters (e.g. a
+/// [`KindsEvent`] as an [`InlineKindsEvent`]).
+pub fn convert<F: backbone_core::ContractEvent, T: backbone_core::ContractEvent>(event: &F) -> T {
+    let operation = event.operation();
+    T::decode(operation.name, operation.version, &event.encode().unwrap()).unwrap()
 }
 
 /// Forwards every Kinds event, rebuilt, with its metadata.
