@@ -1,8 +1,8 @@
 -- The producer's publish script: a batch of events, each its stream entry and, in the hash
 -- layout, its payload hash (or sent-record).
--- KEYS[1] the stream, KEYS[2] the producer's sequence record (StreamKeys::sequence), KEYS[2 + i]
--- the marker of event i: in the hash layout its payload hash when it has parameters, else its
--- sent-record (StreamKeys::sent); for an inline event the sequence record again.
+-- KEYS[1] the stream, KEYS[2] the producer's sequence record (StreamKeys::sequence), KEYS[2 + j]
+-- the marker of the j-th event in the hash layout: its payload hash when it has parameters,
+-- else its sent-record (StreamKeys::sent). Inline events have no marker.
 -- ARGV[1] payload TTL in ms ('0' for none), ARGV[2] the number of events m, ARGV[3] the
 -- producer's floor: every sequence number below it is settled (written, or given up by its
 -- sender); then per event: message id, operation, version, produced_at, its sequence number
@@ -98,8 +98,13 @@ local function failed(command, key, reply)
 end
 -- The new entry of the event at ARGV[at], its k further fields and, if any, its payload hash.
 local function add(at, k, payload)
-  if k == 0 and payload then
-    -- The common case, without building a table.
+  if not payload then
+    -- Inline events and those without parameters: the further fields last, without a table.
+    return pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
+      'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], unpack(ARGV, at + 6, at + 5 + 2 * k))
+  end
+  if k == 0 then
+    -- The common case of the hash layout, without building a table.
     return pcall('XADD', stream, '*', 'message_id', ARGV[at], 'operation', ARGV[at + 1],
       'version', ARGV[at + 2], 'produced_at', ARGV[at + 3], 'payload', payload)
   end
@@ -108,17 +113,15 @@ local function add(at, k, payload)
   for j = at + 6, at + 5 + 2 * k do
     entry[#entry + 1] = ARGV[j]
   end
-  if payload then
-    entry[#entry + 1] = 'payload'
-    entry[#entry + 1] = payload
-  end
+  entry[#entry + 1] = 'payload'
+  entry[#entry + 1] = payload
   return pcall('XADD', unpack(entry))
 end
 local replies = {}
 local stopped = false
+local hashed = 0
 local at = 4
 for i = 1, tonumber(ARGV[2]) do
-  local marker = KEYS[2 + i]
   local k = tonumber(ARGV[at + 5])
   local fields_at = at + 6 + 2 * k
   local n = tonumber(ARGV[fields_at])
@@ -141,6 +144,8 @@ for i = 1, tonumber(ARGV[2]) do
       end
     end
   else
+    hashed = hashed + 1
+    local marker = KEYS[2 + hashed]
     local fresh
     if n > 0 then
       fresh = pcall('HSET', marker, unpack(ARGV, fields_at + 1, fields_at + 2 * n))

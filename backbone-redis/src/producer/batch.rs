@@ -141,7 +141,9 @@ fn stopped(outcome: Outcome) -> Failure {
 
 /// The sequencer, whose state stays consistent even if a holder panicked (it never does).
 fn lock(sequencer: &Mutex<Sequencer>) -> MutexGuard<'_, Sequencer> {
-    sequencer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    sequencer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Task {
@@ -223,17 +225,15 @@ impl Task {
     /// The EVALSHA of `publish.lua` for `batch` (see the script for its arguments), built in
     /// place: one buffer for every argument, no copy per argument.
     fn command(&self, batch: &[(u64, Submission)], floor: u64) -> redis::Cmd {
+        let hashed = batch.iter().filter(|(seq, _)| *seq == 0).count();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(PUBLISH.get_hash())
-            .arg(2 + batch.len())
+            .arg(2 + hashed)
             .arg(self.keys.stream())
             .arg(&self.sequence_key);
         let mut text = String::with_capacity(self.payload_prefix.len() + 36);
-        for (seq, Submission { event, .. }) in batch {
-            if *seq > 0 {
-                cmd.arg(&self.sequence_key);
-                continue;
-            }
+        // The markers of the hash-layout events, in batch order; inline events have none.
+        for (_, Submission { event, .. }) in batch.iter().filter(|(seq, _)| *seq == 0) {
             text.clear();
             match event.fields.is_empty() {
                 true => text.push_str(&self.sent_prefix),

@@ -85,7 +85,11 @@ impl Harness {
                 Err(failure) => {
                     assert!(failure.transient, "{}", failure.error);
                     assert_eq!(failure.outcome, Outcome::NotWritten);
-                    assert!(failure.error.contains("is the next to write"), "{}", failure.error);
+                    assert!(
+                        failure.error.contains("is the next to write"),
+                        "{}",
+                        failure.error
+                    );
                     None
                 }
             });
@@ -190,7 +194,11 @@ async fn a_given_up_event_holds_no_later_one_back() {
     drop(never_sent);
     let later = [inline(2)];
     let (prepared, answers) = h.prepare(&later);
-    assert_eq!(h.write(prepared, answers).await, [None], "1 is still pending");
+    assert_eq!(
+        h.write(prepared, answers).await,
+        [None],
+        "1 is still pending"
+    );
     lock(&h.task.sequencer).give_up(&lost.message_id, Instant::now() + Duration::from_secs(60));
     let (prepared, answers) = h.prepare(&later);
     assert_eq!(h.write(prepared, answers).await, [Some(true)]);
@@ -216,8 +224,7 @@ async fn hash_and_inline_events_share_a_batch() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let range: redis::streams::StreamRangeReply =
-        raw.xrange_all(h.keys.stream()).await.unwrap();
+    let range: redis::streams::StreamRangeReply = raw.xrange_all(h.keys.stream()).await.unwrap();
     let payloads: Vec<Option<String>> = range.ids.iter().map(|e| e.get("payload")).collect();
     assert_eq!(
         payloads,

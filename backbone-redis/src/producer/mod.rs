@@ -90,7 +90,9 @@ impl RedisProducerBuilder {
 
     /// Let payload hashes expire this long after they are written. Must be longer than
     /// [`send_timeout`](Self::send_timeout): a retried send knows the event was written by its
-    /// payload hash. Past it, consumers find the payload missing.
+    /// payload hash. Past it, consumers find the payload missing. Inline events
+    /// ([`Storage::Inline`](backbone_core::storage::Storage::Inline)) have no payload hash:
+    /// their parameters live as long as their entry.
     pub fn payload_ttl(mut self, ttl: Duration) -> Self {
         self.payload_ttl = Some(ttl);
         self

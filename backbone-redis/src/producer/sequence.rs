@@ -135,12 +135,20 @@ mod tests {
         assert_eq!(s.floor(now), 1, "1 is still pending");
         s.written(1);
         assert_eq!(s.floor(now), 3);
-        assert_eq!(s.assign(a, later), 1, "a written event sent again keeps its number");
+        assert_eq!(
+            s.assign(a, later),
+            1,
+            "a written event sent again keeps its number"
+        );
         assert_eq!(s.floor(now), 3);
         assert_eq!(s.assign(c, later), 3);
         s.give_up(&c, later);
         assert_eq!(s.floor(now), 4, "given up");
-        assert_eq!(s.assign(c, later), 4, "sent again after an error: a new number");
+        assert_eq!(
+            s.assign(c, later),
+            4,
+            "sent again after an error: a new number"
+        );
         assert_eq!(s.floor(later), 5, "its deadline passed");
     }
 
