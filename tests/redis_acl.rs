@@ -78,7 +78,15 @@ async fn a_producer_needs_exactly_its_rule() {
         .await
         .unwrap();
     producer.text("after a script flush".into()).await.unwrap(); // SCRIPT LOAD
-    assert_eq!(stream_ids(server.url(), &uri).await.len(), 3);
+    let inline = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_inline_kinds_producer()
+        .await
+        .unwrap();
+    inline.text("inline".into()).await.unwrap(); // the sequence record: GET, SET
+    inline.unit().await.unwrap();
+    assert_eq!(stream_ids(server.url(), &uri).await.len(), 5);
 
     let (url, password2) = user(&server, &uri, acl::PRODUCER, "-xadd").await;
     let producer = RedisProducerBuilder::new()

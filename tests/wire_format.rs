@@ -229,10 +229,17 @@ impl Fixture {
     }
 
     /// Runs `commands` (the doc's example, maybe edited) and checks that the transaction wrote
-    /// both the hash (when there is one) and the entry.
+    /// both the hash (when there is one) and the entry; or, inline, that the XADD did.
     async fn produce(&mut self, commands: &[Command]) {
         let replies = self.run(commands).await;
         let exec = replies.last().expect("replies");
+        if commands.last().is_some_and(|c| c[0] == "XADD") {
+            assert!(
+                matches!(exec, Value::BulkString(_)),
+                "XADD answered {exec:?}"
+            );
+            return;
+        }
         let Value::Array(results) = exec else {
             panic!("EXEC answered {exec:?}");
         };
@@ -494,6 +501,32 @@ async fn an_operation_without_parameters_has_no_hash() {
         .await
         .unwrap();
     assert_eq!(exists, 0);
+}
+
+#[tokio::test]
+async fn the_documented_inline_example_reaches_a_generated_consumer() {
+    let mut f = fixture().await;
+    let commands = block("### Producing the example inline", &f.env);
+    let names: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(names, ["SET", "GET", "XADD"]);
+    let (meta, event) = f.handled(&commands).await;
+    assert_example(&f, &meta, &event);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(f.payload())
+        .query_async(&mut f.raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "no payload hash");
+
+    // With a `payload` field beside the `param.*` ones: dead-lettered, naming the field.
+    let mut f = fixture().await;
+    let mut commands = block("### Producing the example inline", &f.env);
+    set_field(command(&mut commands, "XADD"), "payload", &f.payload());
+    let reason = f.dead_letter_reason(&commands).await;
+    assert!(
+        reason.contains("field `param.email` beside field `payload`"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

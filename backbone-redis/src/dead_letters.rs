@@ -8,7 +8,8 @@
 //! [`DEAD_PREFIX`] is the dead letter's own; every other field belongs to the original entry
 //! (backbone never writes entry fields named `dead.*`; a foreign entry's `dead.*` fields would be
 //! taken for the dead letter's and not replayed). The payload hash is left in place, so a dead
-//! letter can be replayed as long as its payload hash exists.
+//! letter can be replayed as long as its payload hash exists; an inline event's dead letter
+//! holds its `param.<name>` fields among the original ones, and replays with them.
 
 use std::fmt;
 

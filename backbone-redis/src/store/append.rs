@@ -18,6 +18,10 @@ impl<E: ContractEvent> EventStore<E> {
     /// all of them or none. A version conflict is [`Error::WrongExpectedVersion`] with the
     /// actual version.
     ///
+    /// An operation stored inline ([`Storage::Inline`]) has its parameters as `param.<name>`
+    /// fields of both its entries (the aggregate's stream and the contract's), and no payload
+    /// hash.
+    ///
     /// **Idempotency keys.** With a key seen before (within the store's idempotency TTL),
     /// nothing is written: a retry of that append (same aggregate, same events: operations,
     /// versions and encoded parameters, whatever `expected` says) gets the first append's
