@@ -7,7 +7,8 @@
 //! 1M-entry stream (5), Redis memory per event (6), produce and consume on a 3-master Redis
 //! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7), produce
 //! and consume with a `tracing` subscriber and a `metrics` recorder installed against the same
-//! with nothing listening (8). Each
+//! with nothing listening (8), the inline storage against the hash layout and raw: produce,
+//! consume and memory per event (9). Each
 //! scenario alternates framework and raw runs on fresh streams so drift hits both, and reports
 //! events/s (or ms, bytes) for both and the ratio framework/raw. See `--help`.
 
@@ -19,6 +20,8 @@ mod cluster;
 mod common;
 #[path = "throughput/consume.rs"]
 mod consume;
+#[path = "throughput/inline.rs"]
+mod inline;
 #[path = "throughput/instrumented.rs"]
 mod instrumented;
 #[path = "throughput/latency.rs"]
@@ -94,7 +97,7 @@ async fn run(opts: Options) -> Res<bool> {
             ctx.opts.events, ctx.opts.rounds, ctx.opts.duration_s, ctx.opts.long_len
         );
     }
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("produce", |c| Box::pin(produce::run(c))),
         ("consume", |c| Box::pin(consume::run(c))),
         ("latency", |c| Box::pin(latency::run(c))),
@@ -103,6 +106,7 @@ async fn run(opts: Options) -> Res<bool> {
         ("memory", |c| Box::pin(memory::run(c))),
         ("cluster", |c| Box::pin(cluster::run(c))),
         ("instrumented", |c| Box::pin(instrumented::run(c))),
+        ("inline", |c| Box::pin(inline::run(c))),
     ];
     assert_eq!(scenarios.map(|(name, _)| name), options::SCENARIOS);
     let started = Instant::now();

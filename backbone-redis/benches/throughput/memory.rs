@@ -12,20 +12,22 @@ use crate::common::{raw_fields, scan, Ctx, Res, OPERATION, PARAMS};
 use crate::produce::{produce, Writer};
 use crate::report::{bytes, Row};
 
+/// The memory of one stream and every other key under its tag.
 #[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    keys: usize,
-    stream_bytes: i64,
-    other_bytes: i64,
-    entries: i64,
+pub struct Usage {
+    pub keys: usize,
+    pub stream_bytes: i64,
+    pub other_bytes: i64,
+    pub entries: i64,
 }
 
 impl Usage {
-    fn per_event(&self) -> f64 {
+    /// All the bytes over the stream's entries.
+    pub fn per_event(&self) -> f64 {
         (self.stream_bytes + self.other_bytes) as f64 / self.entries.max(1) as f64
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         let entries = self.entries.max(1) as f64;
         json!({
             "keys": self.keys,
@@ -37,7 +39,8 @@ impl Usage {
     }
 }
 
-async fn usage(ctx: &Ctx, keys: &StreamKeys) -> Res<Usage> {
+/// What the keys of `keys`' tag hold (its partition count left out).
+pub async fn usage(ctx: &Ctx, keys: &StreamKeys) -> Res<Usage> {
     let mut conn = ctx.conn().await?;
     let tag = keys.stream().trim_end_matches(":events");
     // The partition count the framework records (`…:partitions`, one per stream, since the

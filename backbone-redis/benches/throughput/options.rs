@@ -20,11 +20,12 @@ Framework vs raw redis-rs doing the same Redis work, on $REDIS_URL or a redis-se
   --rates A,B     offered rates of the latency runs, events/s (default 1000,10000)
   --long N        entries of the long stream of scenario 5 (default 1000000; --quick: 100000)
   --only LIST     run only these scenarios, e.g. produce,latency (of: produce, consume,
-                  latency, append, long_stream, memory, cluster, instrumented)
+                  latency, append, long_stream, memory, cluster, instrumented,
+                  inline)
   --help          this text";
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "produce",
     "consume",
     "latency",
@@ -33,6 +34,7 @@ pub const SCENARIOS: [&str; 8] = [
     "memory",
     "cluster",
     "instrumented",
+    "inline",
 ];
 
 #[derive(Debug, Clone, Serialize)]
