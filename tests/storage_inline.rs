@@ -42,7 +42,8 @@ struct MixedRecorder(mpsc::UnboundedSender<(Metadata, MixedEvent)>);
 #[async_trait]
 impl MixedConsumer for MixedRecorder {
     async fn hashed(&self, ctx: &ConsumerContext, n: u64) -> HandlerResult {
-        self.0.send((ctx.metadata().clone(), MixedEvent::Hashed { n }))?;
+        self.0
+            .send((ctx.metadata().clone(), MixedEvent::Hashed { n }))?;
         Ok(())
     }
     async fn inlined(&self, ctx: &ConsumerContext, n: u64, label: String) -> HandlerResult {
@@ -123,7 +124,9 @@ async fn every_parameter_kind_round_trips_inline_through_a_consumer() {
         .unwrap();
     let sent = kinds_cases();
     let inline: Vec<InlineKindsEvent> = sent.iter().map(convert).collect();
-    assert!(inline.iter().all(|e| e.operation().storage == Storage::Inline));
+    assert!(inline
+        .iter()
+        .all(|e| e.operation().storage == Storage::Inline));
     let mut ids = Vec::new();
     for event in &inline {
         ids.push(producer.producer().send(event).await.unwrap());
@@ -144,7 +147,11 @@ async fn every_parameter_kind_round_trips_inline_through_a_consumer() {
     lifetime.completion().await.unwrap();
     for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(&sent)) {
         assert_eq!(&meta.message_id, id, "order within one consumer");
-        assert_eq!(format!("{event:?}"), format!("{expected:?}"), "params of {id}");
+        assert_eq!(
+            format!("{event:?}"),
+            format!("{expected:?}"),
+            "params of {id}"
+        );
     }
 }
 
@@ -217,7 +224,10 @@ async fn a_stream_mixing_both_layouts_is_read_whole() {
     let written = entries(redis.url(), keys.stream()).await;
     let field = |i: usize, name: &str| {
         let (_, fields) = &written[i];
-        fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     };
     assert_eq!(field(0, "payload"), Some(keys.payload(&ids[0])));
     assert_eq!(field(1, "payload"), None);
@@ -226,7 +236,10 @@ async fn a_stream_mixing_both_layouts_is_read_whole() {
     assert_eq!((field(2, "payload"), field(2, "param.n")), (None, None));
     let mut raw = raw(redis.url()).await;
     let sent_records: Vec<String> = raw.keys(format!("bb:{{{uri}}}:sent:*")).await.unwrap();
-    assert!(sent_records.is_empty(), "an inline event needs no sent-record");
+    assert!(
+        sent_records.is_empty(),
+        "an inline event needs no sent-record"
+    );
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let lifetime = RedisConsumerBuilder::new()
@@ -439,7 +452,10 @@ async fn an_inline_dead_letter_replays_with_its_parameters() {
     let letters = dead.list(None, 10).await.unwrap();
     let letter = &letters[0];
     assert_eq!(letter.message_id, Some(ids[1]));
-    assert!(letter.fields.iter().any(|(n, v)| n == "param.n" && v == b"1"));
+    assert!(letter
+        .fields
+        .iter()
+        .any(|(n, v)| n == "param.n" && v == b"1"));
 
     dead.replay(&letter.id).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();

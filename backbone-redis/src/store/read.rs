@@ -208,7 +208,8 @@ impl<E: ContractEvent> EventStore<E> {
         payloads.reverse();
         let mut events = Vec::with_capacity(raw.len());
         for (entry, header) in raw.into_iter().zip(headers) {
-            let fields = parameters(&entry, &header, &mut payloads).map_err(|e| origin.bad(&entry, e))?;
+            let fields =
+                parameters(&entry, &header, &mut payloads).map_err(|e| origin.bad(&entry, e))?;
             let event = E::decode(&header.operation, header.version, &fields)
                 .map_err(|e| origin.bad(&entry, e))?;
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
