@@ -59,9 +59,11 @@ impl MixedConsumer for MixedRecorder {
 
 /// A stream's entries as written: (stream id, fields as text).
 type Entries = Vec<(String, Vec<(String, String)>)>;
+/// A stream's entries as read: (stream id, fields).
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
 async fn entries(url: &str, stream: &str) -> Entries {
-    let reply: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let reply: RawEntries = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
