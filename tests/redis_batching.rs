@@ -11,22 +11,13 @@ use std::time::{Duration, Instant};
 
 use backbone_core::{ContractEvent, Error, Fields, MessageId, OutgoingEvent, Publish};
 use backbone_redis::testing::{shared, unique_name, RedisServer};
-use backbone_redis::{RedisProducerBuilder, RedisPublisher};
+use backbone_redis::RedisPublisher;
 use common::*;
 use futures::future::join_all;
 use redis::AsyncCommands;
 
 fn tick(n: u64) -> OutgoingEvent {
     outgoing(&TicksEvent::Tick { n })
-}
-
-async fn publisher(url: &str, uri: &str) -> RedisPublisher {
-    RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_publisher()
-        .await
-        .unwrap()
 }
 
 /// One stream entry as written: its message id and its payload hash's key, if any.

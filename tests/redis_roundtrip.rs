@@ -27,27 +27,7 @@ async fn every_parameter_kind_round_trips() {
         ids.push(producer.producer().send(event).await.unwrap());
     }
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = RedisConsumerBuilder::new()
-        .url(redis.url())
-        .uri(&uri)
-        .max_messages(sent.len() as u64)
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let got = collect(&mut rx, sent.len(), WAIT).await;
-    lifetime.completion().await.unwrap();
-
-    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
-    assert_exactly_once(&ids, &got_ids);
-    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(&sent)) {
-        assert_eq!(&meta.message_id, id, "order within one consumer");
-        assert_eq!(
-            format!("{event:?}"),
-            format!("{expected:?}"),
-            "payload of {id}"
-        );
-    }
+    assert_kinds_consumed(redis.url(), &uri, &ids, &sent).await;
 }
 
 #[tokio::test]

@@ -18,8 +18,7 @@ use backbone_core::{
 use backbone_redis::store::EventStoreBuilder;
 use backbone_redis::testing::{shared, unique_name};
 use backbone_redis::{
-    DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, RedisPublisher, StreamAdmin,
-    TrimReport,
+    DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin, TrimReport,
 };
 use common::*;
 use futures::future::join_all;
@@ -137,24 +136,7 @@ async fn every_parameter_kind_round_trips_inline_through_a_consumer() {
     assert_no_side_keys(redis.url(), &uri).await;
 
     // A consumer of the hash-layout contract reads them: it needs no configuring.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = RedisConsumerBuilder::new()
-        .url(redis.url())
-        .uri(&uri)
-        .max_messages(sent.len() as u64)
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let got = collect(&mut rx, sent.len(), WAIT).await;
-    lifetime.completion().await.unwrap();
-    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(&sent)) {
-        assert_eq!(&meta.message_id, id, "order within one consumer");
-        assert_eq!(
-            format!("{event:?}"),
-            format!("{expected:?}"),
-            "params of {id}"
-        );
-    }
+    assert_kinds_consumed(redis.url(), &uri, &ids, &sent).await;
 }
 
 #[tokio::test]
@@ -268,15 +250,6 @@ fn inline_tick(n: u64) -> OutgoingEvent {
     event
 }
 
-async fn publisher(url: &str, uri: &str) -> RedisPublisher {
-    RedisProducerBuilder::new()
-        .url(url)
-        .uri(uri)
-        .build_publisher()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_same_batch_published_twice_is_written_once() {
     let redis = shared().await.unwrap();
@@ -300,7 +273,7 @@ async fn the_same_batch_published_twice_is_written_once() {
     assert!(0 < ttl && ttl <= 600_000, "{ttl}");
     assert_no_side_keys(redis.url(), &uri).await;
     // Another publisher numbers its own events from 1.
-    let other = self::publisher(redis.url(), &uri).await;
+    let other = common::publisher(redis.url(), &uri).await;
     assert_ne!(other.producer_id(), publisher.producer_id());
     other.publish(inline_tick(1000)).await.unwrap();
     let other_record: String = raw

@@ -112,6 +112,41 @@ pub fn kinds_cases() -> Vec<KindsEvent> {
     ]
 }
 
+/// Consumes `sent.len()` events of `uri` with a [`KindsRecorder`] (group `default`) and asserts
+/// they are `sent`, each once, in order, with the ids `ids` and the same parameters.
+pub async fn assert_kinds_consumed(url: &str, uri: &str, ids: &[MessageId], sent: &[KindsEvent]) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = backbone_redis::RedisConsumerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .max_messages(sent.len() as u64)
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let got = collect(&mut rx, sent.len(), WAIT).await;
+    lifetime.completion().await.unwrap();
+    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
+    assert_exactly_once(ids, &got_ids);
+    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(sent)) {
+        assert_eq!(&meta.message_id, id, "order within one consumer");
+        assert_eq!(
+            format!("{event:?}"),
+            format!("{expected:?}"),
+            "payload of {id}"
+        );
+    }
+}
+
+/// A Redis publisher (the channel under a producer) on `uri`.
+pub async fn publisher(url: &str, uri: &str) -> backbone_redis::RedisPublisher {
+    backbone_redis::RedisProducerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .build_publisher()
+        .await
+        .unwrap()
+}
+
 /// `event` as an event of contract `T` with the same operation and parameters (e.g. a
 /// [`KindsEvent`] as an [`InlineKindsEvent`]).
 pub fn convert<F: backbone_core::ContractEvent, T: backbone_core::ContractEvent>(event: &F) -> T {
