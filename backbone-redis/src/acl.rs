@@ -23,7 +23,8 @@
 const CLIENT: &str = "-@all +client|setname";
 
 /// A producer: the partition count (`SET … NX`, `GET`), `PING` (before a retried send), the publish script (`EVALSHA`, `SCRIPT LOAD`
-/// after a restart) and what it calls. A producer built with `max_len` trims in the background
+/// after a restart) and what it calls (for inline events, `GET` and `SET` of its sequence
+/// record). A producer built with `max_len` trims in the background
 /// and needs [`ADMIN`]'s trim commands too; a [durable](crate::RedisProducerBuilder::durable)
 /// one needs `+wait` too.
 pub const PRODUCER: &str = "-@all +client|setname +ping +evalsha +script|load \
