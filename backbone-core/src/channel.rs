@@ -41,12 +41,6 @@ pub struct OutgoingEvent {
     pub envelope: Envelope,
     /// Where its parameters go (the operation's [`Storage`]).
     pub storage: Storage,
-    /// The data subject, if the event names one (a `#[subject]` parameter or
-    /// [`Producer::with_subject`]).
-    pub subject: Option<String>,
-    /// The parameters in `fields` that are sealed with the subject's key (see
-    /// [`personal`](crate::personal)); the channel records them so readers open them.
-    pub personal: Vec<&'static str>,
 }
 
 impl OutgoingEvent {
@@ -69,8 +63,6 @@ impl OutgoingEvent {
             fields,
             envelope: Envelope::default(),
             storage: Storage::Hash,
-            subject: None,
-            personal: Vec::new(),
         }
     }
 }
@@ -312,10 +304,10 @@ impl Producer {
                 causation_id,
                 headers: stamp.headers.clone(),
                 trace: None,
+                subject,
+                personal,
             },
             storage: operation.storage,
-            subject,
-            personal,
         };
         self.middlewares
             .send(&self.info, &*self.channel, outgoing)

@@ -114,6 +114,8 @@ impl AppendOptions {
             causation_id: cause.map(|c| c.causation_id),
             headers: self.headers.clone(),
             trace: None,
+            subject: None,
+            personal: Vec::new(),
         }
     }
 }
