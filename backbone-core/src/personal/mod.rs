@@ -45,7 +45,7 @@ mod keys;
 mod seal;
 
 pub use keys::{KeyId, KeyStore, MemoryKeyStore, SubjectKey};
-pub use seal::{open_fields, seal_fields, validate_subject, PERSONAL_FIELD_SEPARATOR};
+pub use seal::{open_fields, seal_event, seal_fields, validate_subject, PERSONAL_FIELD_SEPARATOR};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 
 use super::{KeyId, KeyStore, SubjectKey};
-use crate::{Error, Fields, MessageId};
+use crate::{Error, Fields, MessageId, Operation};
 
 /// Separates the parameter names in an entry's `personal` field (`email,address`).
 pub const PERSONAL_FIELD_SEPARATOR: char = ',';
@@ -192,6 +192,55 @@ pub async fn seal_fields(
         }
     }
     Ok(present)
+}
+
+/// Seals an encoded event of `operation` for sending: its subject is its `#[subject]`
+/// parameter's value (a JSON string as the string, any other value as its JSON text), else
+/// `subject`; its personal parameters are sealed with that subject's key from `keys`. Returns
+/// the subject and the names sealed (for the envelope). Fails with [`Error::NoSubject`] when
+/// the operation has personal parameters but no subject, and with [`Error::Config`] when it
+/// has some but there is no key store.
+pub async fn seal_event(
+    keys: Option<&dyn KeyStore>,
+    operation: &Operation,
+    subject: Option<&str>,
+    message_id: &MessageId,
+    fields: &mut Fields,
+) -> Result<(Option<String>, Vec<&'static str>), Error> {
+    let subject = match operation.subject {
+        Some(param) => subject_of(param, fields),
+        None => subject.map(str::to_owned),
+    };
+    if let Some(subject) = &subject {
+        validate_subject(subject)?;
+    }
+    if operation.personal.is_empty() {
+        return Ok((subject, Vec::new()));
+    }
+    let Some(named) = subject.as_deref() else {
+        return Err(Error::NoSubject {
+            operation: operation.name.to_owned(),
+        });
+    };
+    let keys = keys.ok_or_else(|| {
+        Error::Config(format!(
+            "operation `{}` has personal parameters, and there is no key store to seal them",
+            operation.name
+        ))
+    })?;
+    let sealed = seal_fields(keys, named, message_id, operation.personal, fields).await?;
+    Ok((subject, sealed))
+}
+
+/// The data subject named by the `#[subject]` parameter `param`: its JSON string, or its JSON
+/// text for any other value (`42` for a number); none when it is `null` or missing.
+fn subject_of(param: &str, fields: &Fields) -> Option<String> {
+    let bytes = fields.get(param)?;
+    match serde_json::from_slice::<serde_json::Value>(bytes).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 /// Opens the `personal` parameters of `fields` with `key` (the subject's current key, `None`

@@ -22,6 +22,7 @@ const PRODUCER_METHODS: &[&str] = &[
     "with_header",
     "with_correlation_id",
     "caused_by",
+    "with_subject",
 ];
 
 /// Method names the generated consumer trait already defines.

@@ -188,7 +188,7 @@ impl Task {
             let extra = envelope_fields(&event.message_id, event.key.as_deref(), &event.envelope);
             cmd.arg(extra.len());
             for (name, value) in &extra {
-                cmd.arg(name.as_ref()).arg(*value);
+                cmd.arg(name.as_ref()).arg(value.as_ref());
             }
             cmd.arg(event.fields.len());
             for (name, value) in event.fields.iter() {
