@@ -94,6 +94,7 @@ pub async fn entry_document(
         None => Value::Object(Map::new()),
     };
     doc.insert("parameters".into(), parameters);
+    super::personal::present(stream, &mut doc).await?;
     Ok(doc)
 }
 
