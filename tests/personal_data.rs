@@ -40,6 +40,12 @@ pub trait Customers {
     );
     async fn email_changed(&self, #[subject] customer: String, #[personal] email: String);
     async fn noted(&self, #[personal] note: Option<String>, #[personal] score: i64, count: u32);
+    async fn visited(
+        &self,
+        #[subject] customer: String,
+        #[personal(ttl = "2s")] ip: String,
+        #[personal(ttl = "1d")] page: String,
+    );
 }
 
 fn profile() -> Profile {
@@ -106,6 +112,16 @@ impl CustomersConsumer for Recorder {
         Ok(())
     }
 
+    async fn visited(
+        &self,
+        _: &ConsumerContext,
+        _: String,
+        _: Personal<String>,
+        _: Personal<String>,
+    ) -> HandlerResult {
+        Ok(())
+    }
+
     async fn noted(
         &self,
         ctx: &ConsumerContext,
@@ -122,6 +138,50 @@ impl CustomersConsumer for Recorder {
         Ok(())
     }
 }
+
+#[async_trait]
+impl CustomersConsumer for Visits {
+    async fn registered(
+        &self,
+        _: &ConsumerContext,
+        _: String,
+        _: Personal<String>,
+        _: Personal<Profile>,
+        _: String,
+    ) -> HandlerResult {
+        Ok(())
+    }
+    async fn email_changed(
+        &self,
+        _: &ConsumerContext,
+        _: String,
+        _: Personal<String>,
+    ) -> HandlerResult {
+        Ok(())
+    }
+    async fn noted(
+        &self,
+        _: &ConsumerContext,
+        _: Personal<Option<String>>,
+        _: Personal<i64>,
+        _: u32,
+    ) -> HandlerResult {
+        Ok(())
+    }
+    async fn visited(
+        &self,
+        _: &ConsumerContext,
+        _: String,
+        ip: Personal<String>,
+        page: Personal<String>,
+    ) -> HandlerResult {
+        let _ = self.0.send((ip.into_known(), page.into_known()));
+        Ok(())
+    }
+}
+
+/// Records the `visited` events' personal values.
+struct Visits(mpsc::UnboundedSender<(Option<String>, Option<String>)>);
 
 async fn take(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Vec<Seen> {
     let mut seen = Vec::new();
@@ -401,7 +461,7 @@ impl backbone_core::store::Aggregate for Customer {
                 self.email = Some(email.clone());
                 self.changes += 1;
             }
-            CustomersEvent::Noted { .. } => {}
+            CustomersEvent::Noted { .. } | CustomersEvent::Visited { .. } => {}
         }
     }
 }
@@ -578,4 +638,115 @@ async fn after_forget_the_address_is_nowhere_in_redis_in_the_clear() {
         take(&mut rx, 1).await,
         [forgotten("email_changed", 1, "customer-42")]
     );
+}
+
+/// Reads `uri`'s `visited` events through a new group until the first one's `ip` is forgotten;
+/// returns what each read saw, first and last.
+async fn visits(
+    read: impl Fn(
+        String,
+        mpsc::UnboundedSender<(Option<String>, Option<String>)>,
+    ) -> tokio::task::JoinHandle<()>,
+) -> Vec<(Option<String>, Option<String>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reads = Vec::new();
+    for round in 0.. {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        read(format!("round-{round}"), tx).await.unwrap();
+        let seen = rx.recv().await.unwrap();
+        let forgotten = seen.0.is_none();
+        reads.push(seen);
+        if forgotten {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still readable after 10 s: {reads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    vec![reads[0].clone(), reads[reads.len() - 1].clone()]
+}
+
+#[tokio::test]
+async fn a_personal_ttl_forgets_that_parameter_alone_in_memory_and_on_redis() {
+    let known = (Some("10.0.0.7".to_owned()), Some("/pricing".to_owned()));
+    let expired = (None, Some("/pricing".to_owned()));
+
+    let broker = InMemoryBroker::new();
+    let producer = broker
+        .producer_builder()
+        .uri("visits")
+        .build_customers_producer()
+        .await
+        .unwrap();
+    producer
+        .visited("customer-5".into(), "10.0.0.7".into(), "/pricing".into())
+        .await
+        .unwrap();
+    let seen = visits(|group, tx| {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let lifetime = broker
+                .consumer_builder()
+                .uri("visits")
+                .group(group)
+                .max_messages(1)
+                .subscribe_customers_consumer(Visits(tx))
+                .await
+                .unwrap();
+            lifetime.completion().await.unwrap();
+        })
+    })
+    .await;
+    assert_eq!(seen, [known.clone(), expired.clone()]);
+
+    let redis = shared().await.unwrap();
+    let uri = unique_name("visits");
+    let subject = unique_name("customer");
+    let producer = RedisProducerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .build_customers_producer()
+        .await
+        .unwrap();
+    producer
+        .visited(subject.clone(), "10.0.0.7".into(), "/pricing".into())
+        .await
+        .unwrap();
+    let url = redis.url().to_owned();
+    let seen = visits(|group, tx| {
+        let (url, uri) = (url.clone(), uri.clone());
+        tokio::spawn(async move {
+            let lifetime = RedisConsumerBuilder::new()
+                .url(url)
+                .uri(uri)
+                .group(group)
+                .max_messages(1)
+                .subscribe_customers_consumer(Visits(tx))
+                .await
+                .unwrap();
+            lifetime.completion().await.unwrap();
+        })
+    })
+    .await;
+    assert_eq!(seen, [known, expired]);
+
+    // Forget deletes the subject's remaining expiring key (the 1 d one) and its index.
+    let mut conn = common::raw(redis.url()).await;
+    let pattern = format!("bbkeys:{{{subject}}}*");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "the 1 d key and the index: {left:?}");
+    let keys = RedisKeyStore::new(common::inspect(redis.url()).await);
+    assert!(keys.forget(&subject).await.unwrap());
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, Vec::<String>::new());
 }

@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
-use crate::personal::{open_fields, KeyStore, MemoryKeyStore};
+use crate::personal::{open_all, KeyStore, MemoryKeyStore, Sealed};
 use crate::{
     lifetime::{Health, HealthProbe},
     metadata::now_millis,
@@ -520,14 +520,18 @@ impl MemoryConsumer {
         else {
             return Ok(std::borrow::Cow::Borrowed(&event.fields));
         };
-        let key = self.keys.opening_keys(&[subject]).await?.pop().flatten();
         let mut fields = event.fields.clone();
-        open_fields(
-            key.as_ref(),
-            &event.message_id,
-            &envelope.personal,
-            &mut fields,
-        )?;
+        let personal: Vec<String> = envelope.personal.iter().map(|n| (*n).to_owned()).collect();
+        let sealed = Sealed {
+            subject,
+            message_id: &event.message_id,
+            personal: &personal,
+            fields: &mut fields,
+        };
+        open_all(&*self.keys, vec![sealed])
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))?;
         Ok(std::borrow::Cow::Owned(fields))
     }
 

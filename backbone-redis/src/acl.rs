@@ -59,9 +59,16 @@ pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
 /// ```
 pub const ORDERED_GROUP: &str = "+zadd +zrem +zremrangebyscore +zrange +pexpire +del";
 
-/// Forgetting data subjects (`RedisKeyStore::forget`): `DEL` on the key store's keys; give it
+/// Forgetting data subjects (`RedisKeyStore::forget`): `DEL` on the key store's keys, and the
+/// index of each subject's expiring keys (`SMEMBERS`, `SREM`); give it
 /// [`key_store_keys`]`(prefix, true)`.
-pub const FORGETTER: &str = "-@all +client|setname +del";
+pub const FORGETTER: &str = "-@all +client|setname +del +smembers +srem";
+
+/// What a producer or an event store needs besides its role to seal parameters with a TTL
+/// (`#[personal(ttl = "...")]`): the script that creates an expiring key records it in the
+/// subject's index (`SADD`) and keeps the index alive as long as its keys (`PEXPIRETIME`,
+/// `PEXPIREAT`). Append it to the rule, with [`key_store_keys`]`(prefix, true)`.
+pub const PERSONAL_TTL: &str = "+sadd +pexpiretime +pexpireat";
 
 /// The key pattern of a [`RedisKeyStore`](crate::RedisKeyStore)'s keys under `prefix`
 /// (`bbkeys:` by default), to append to a rule: producers and event stores seal personal

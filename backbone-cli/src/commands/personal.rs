@@ -1,7 +1,7 @@
 //! How an entry's personal parameters are shown: sealed or forgotten, and in the clear only
 //! with `--decrypt` (opened with the key store's keys).
 
-use backbone_core::personal::{open_fields, KeyStore};
+use backbone_core::personal::{open_all, Sealed};
 use backbone_core::{Fields, MessageId};
 use backbone_redis::entry::{MESSAGE_ID, PERSONAL, SUBJECT};
 use backbone_redis::RedisKeyStore;
@@ -30,22 +30,32 @@ pub async fn present(stream: &Stream, doc: &mut Map<String, Value>) -> Result<()
     let Some(Value::Object(parameters)) = doc.get_mut("parameters") else {
         return Ok(());
     };
-    let names: Vec<&str> = names.split(',').collect();
+    let names: Vec<String> = names.split(',').map(str::to_owned).collect();
     let keys = RedisKeyStore::new(stream.conn()).prefix(&stream.key_prefix);
-    let key = keys.opening_keys(&[&subject]).await?.pop().flatten();
+    let mut fields = Fields::new();
+    for name in &names {
+        if let Some(Value::String(sealed)) = parameters.get(name) {
+            fields.push(name.clone(), sealed.clone().into_bytes());
+        }
+    }
+    let sealed = Sealed {
+        subject: &subject,
+        message_id: &message_id,
+        personal: &names,
+        fields: &mut fields,
+    };
+    let opened = open_all(&keys, vec![sealed]).await?.pop().unwrap_or(Ok(()));
     for name in names {
-        let Some(Value::String(sealed)) = parameters.get(name) else {
+        if !parameters.contains_key(&name) {
             continue;
-        };
-        let mut fields = Fields::new();
-        fields.push(name, sealed.clone().into_bytes());
-        let shown = match open_fields(key.as_ref(), &message_id, &[name], &mut fields) {
+        }
+        let shown = match &opened {
             Err(e) => Value::from(format!("(personal: {e})")),
-            Ok(()) if fields.is_forgotten(name) => Value::from(FORGOTTEN),
+            Ok(()) if fields.is_forgotten(&name) => Value::from(FORGOTTEN),
             Ok(()) if !stream.decrypt => Value::from(SEALED),
-            Ok(()) => field_json(fields.get(name).unwrap_or_default()),
+            Ok(()) => field_json(fields.get(&name).unwrap_or_default()),
         };
-        parameters.insert(name.to_owned(), shown);
+        parameters.insert(name, shown);
     }
     Ok(())
 }

@@ -1,11 +1,9 @@
-//! Opening the personal parameters of a batch: one [`KeyStore::opening_keys`] call for the
-//! subjects of every job that has sealed parameters, then each sealed value becomes its
-//! plaintext again, or is marked forgotten. A value that cannot be opened makes its job a bad
-//! event (dead-lettered with the reason); the key store failing fails the fetch (tried again).
+//! Opening the personal parameters of a batch: one [`open_all`] (one key store call) for
+//! every job with sealed parameters, then each sealed value is its plaintext again, or is
+//! marked forgotten. A value that cannot be opened makes its job a bad event (dead-lettered
+//! with the reason); the key store failing fails the fetch (tried again, or fatal for NOPERM).
 
-use std::collections::HashMap;
-
-use backbone_core::personal::{open_fields, KeyStore};
+use backbone_core::personal::{open_all, KeyStore, Sealed};
 use backbone_core::Error;
 
 use super::job::{Job, Payload};
@@ -16,35 +14,32 @@ pub(super) async fn open(
     keys: &dyn KeyStore,
     mut jobs: Vec<Job>,
 ) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
-    let mut subjects: Vec<String> = Vec::new();
-    for job in &jobs {
-        if let (Ok(header), Payload::Fields(_)) = (&job.header, &job.payload) {
-            if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
-                if !subjects.contains(subject) {
-                    subjects.push(subject.clone());
-                }
-            }
-        }
-    }
-    if subjects.is_empty() {
-        return Ok(jobs);
-    }
-    let names: Vec<&str> = subjects.iter().map(String::as_str).collect();
-    let found = match keys.opening_keys(&names).await {
-        Ok(found) => found,
-        Err(e) => return Err((e, jobs.into_iter().map(|job| job.entry).collect())),
-    };
-    let by_subject: HashMap<&str, _> = names.into_iter().zip(found).collect();
-    for job in &mut jobs {
+    let mut at = Vec::new();
+    let mut sealed = Vec::new();
+    for (i, job) in jobs.iter_mut().enumerate() {
         let (Ok(header), Payload::Fields(fields)) = (&job.header, &mut job.payload) else {
             continue;
         };
-        let Some(subject) = &header.subject else {
-            continue;
-        };
-        let key = by_subject.get(subject.as_str()).and_then(Option::as_ref);
-        if let Err(e) = open_fields(key, &header.message_id, &header.personal, fields) {
-            job.header = Err(e);
+        if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
+            at.push(i);
+            sealed.push(Sealed {
+                subject,
+                message_id: &header.message_id,
+                personal: &header.personal,
+                fields,
+            });
+        }
+    }
+    if sealed.is_empty() {
+        return Ok(jobs);
+    }
+    let results = match open_all(keys, sealed).await {
+        Ok(results) => results,
+        Err(e) => return Err((e, jobs.into_iter().map(|job| job.entry).collect())),
+    };
+    for (i, result) in at.into_iter().zip(results) {
+        if let Err(e) = result {
+            jobs[i].header = Err(e);
         }
     }
     Ok(jobs)

@@ -1,7 +1,7 @@
 //! Reading the store: an aggregate's events by version (paged, or as a `Stream`), and the
 //! contract's stream between two times.
 
-use backbone_core::personal::open_fields;
+use backbone_core::personal::{open_all, Sealed};
 use backbone_core::store::StoredEvent;
 use backbone_core::{ContractEvent, Error, Fields};
 use futures::Stream;
@@ -9,9 +9,7 @@ use redis::Value;
 
 use super::{check_aggregate_id, EventStore};
 use crate::connection::redis_error;
-use crate::entry::{
-    parse_range_reply, EntryHeader, RawEntry, AGGREGATE, AGGREGATE_VERSION, PAYLOAD, POSITION,
-};
+use crate::entry::{parse_range_reply, RawEntry, AGGREGATE, AGGREGATE_VERSION, PAYLOAD, POSITION};
 
 /// One page of events, and where the next page starts, if there is one.
 #[derive(Debug, Clone)]
@@ -227,21 +225,31 @@ impl<E: ContractEvent> EventStore<E> {
             };
             parts.push((entry, header, fields));
         }
-        let subjects = sealed_subjects(parts.iter().map(|(_, header, _)| header));
-        let names: Vec<&str> = subjects.iter().map(String::as_str).collect();
-        let keys = self.key_store.opening_keys(&names).await?;
-        let mut events = Vec::with_capacity(parts.len());
-        for (entry, header, mut fields) in parts {
-            if let Some(subject) = header
-                .subject
-                .as_deref()
-                .filter(|_| !header.personal.is_empty())
-            {
-                let at = subjects.iter().position(|s| *s == subject);
-                let key = at.and_then(|i| keys[i].as_ref());
-                open_fields(key, &header.message_id, &header.personal, &mut fields)
-                    .map_err(|e| origin.bad(&entry, e))?;
+        let mut opened: Vec<Result<(), Error>> = parts.iter().map(|_| Ok(())).collect();
+        let mut sealed = Vec::new();
+        let mut at = Vec::new();
+        for (i, (_, header, fields)) in parts.iter_mut().enumerate() {
+            if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
+                at.push(i);
+                sealed.push(Sealed {
+                    subject,
+                    message_id: &header.message_id,
+                    personal: &header.personal,
+                    fields,
+                });
             }
+        }
+        if !sealed.is_empty() {
+            for (i, result) in at
+                .into_iter()
+                .zip(open_all(&*self.key_store, sealed).await?)
+            {
+                opened[i] = result;
+            }
+        }
+        let mut events = Vec::with_capacity(parts.len());
+        for ((entry, header, fields), opened) in parts.into_iter().zip(opened) {
+            opened.map_err(|e| origin.bad(&entry, e))?;
             let event = E::decode(&header.operation, header.version, &fields)
                 .map_err(|e| origin.bad(&entry, e))?;
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
@@ -295,19 +303,6 @@ impl Origin<'_> {
             source: Box::new(error),
         }
     }
-}
-
-/// The subjects of the headers that have sealed parameters, each once.
-fn sealed_subjects<'a>(headers: impl Iterator<Item = &'a EntryHeader>) -> Vec<String> {
-    let mut subjects: Vec<String> = Vec::new();
-    for header in headers.filter(|h| !h.personal.is_empty()) {
-        if let Some(subject) = &header.subject {
-            if !subjects.contains(subject) {
-                subjects.push(subject.clone());
-            }
-        }
-    }
-    subjects
 }
 
 /// Whether `key` is one of this stream's payload hashes (`<prefix><something>`).

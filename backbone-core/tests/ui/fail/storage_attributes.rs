@@ -9,6 +9,8 @@ pub trait Customers {
     async fn c(&self, #[subject] first: String, #[subject] second: String);
     async fn d(&self, #[personal(ttl = 3)] email: String, #[secret] pin: u32);
     async fn with_subject(&self, #[personal] #[personal] email: String);
+    async fn e(&self, #[personal(ttl = "0d")] a: String, #[personal(keep = "1d")] b: String);
+    async fn f(&self, #[personal(ttl = "12w")] a: String, #[subject(x)] s: String);
 }
 
 fn main() {}
