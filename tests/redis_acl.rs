@@ -367,6 +367,7 @@ fn the_readme_lists_every_rule() {
         ("consumer", acl::CONSUMER),
         ("event store", acl::EVENT_STORE),
         ("admin", acl::ADMIN),
+        ("forgetter", acl::FORGETTER),
     ] {
         // In a Markdown table cell, `|` is written `\|`.
         let cell = rule.replace('|', "\\|");
