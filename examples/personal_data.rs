@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use backbone_core::memory::InMemoryBroker;
 use backbone_core::personal::{KeyStore, Personal};
 use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult};
-use backbone_core::{memory::InMemoryBroker, ConsumerBuilder};
 use backbone_redis::testing::{unique_name, TestRedis};
 use backbone_redis::{RedisConsumerBuilder, RedisKeyStore, RedisProducerBuilder, RedisSettings};
 use tokio::sync::mpsc;
@@ -56,7 +56,7 @@ const CUSTOMERS: [(&str, &str, &str); 3] = [
 
 /// Reads the whole stream through a new group and prints what the mailer says.
 async fn read_all(
-    builder: impl ConsumerBuilder + CustomersConsumerBuilderExt,
+    builder: impl CustomersConsumerBuilderExt,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let lifetime = builder.subscribe_customers_consumer(Mailer(tx)).await?;
