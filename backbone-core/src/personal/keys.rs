@@ -114,7 +114,7 @@ impl fmt::Debug for SubjectKey {
 ///
 /// let class = KeyClass::expiring(Duration::from_secs(100), 1_000_000);
 /// assert_eq!(class, KeyClass::Expiring { ttl_secs: 100, bucket: 100 });
-/// assert_eq!(class.expires_at_ms(), Some(1_100_000));
+/// assert_eq!(class.expires_at_ms(), Some(1_110_000)); // bucket 100 ends at 1_010_000, + 100 s
 /// assert_eq!(class.to_string(), "t100-100");
 /// assert_eq!("t100-100".parse::<KeyClass>(), Ok(class));
 /// assert_eq!(KeyClass::Subject.to_string(), "s");
