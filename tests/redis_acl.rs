@@ -375,6 +375,7 @@ fn the_readme_lists_every_rule() {
         ("consumer", acl::CONSUMER),
         ("event store", acl::EVENT_STORE),
         ("admin", acl::ADMIN),
+        ("forgetter", acl::FORGETTER),
     ] {
         // In a Markdown table cell, `|` is written `\|`.
         let cell = rule.replace('|', "\\|");
@@ -427,4 +428,123 @@ async fn a_producer_fails_at_once_when_its_password_is_rotated() {
     assert!(err.contains("authentication failed"), "{err}");
     assert!(!err.contains("gave up after"), "{err}");
     assert!(!err.contains(&password), "{err}");
+}
+
+#[events_contract]
+pub trait Members {
+    async fn joined(&self, #[subject] member: String, #[personal] email: String);
+    async fn seen(&self, #[subject] member: String, #[personal(ttl = "1h")] ip: String);
+}
+
+struct Joined(mpsc::UnboundedSender<Option<String>>);
+
+#[backbone_core::async_trait]
+impl MembersConsumer for Joined {
+    async fn joined(
+        &self,
+        _: &backbone_core::ConsumerContext,
+        _member: String,
+        email: backbone_core::personal::Personal<String>,
+    ) -> backbone_core::HandlerResult {
+        let _ = self.0.send(email.into_known());
+        Ok(())
+    }
+
+    async fn seen(
+        &self,
+        _: &backbone_core::ConsumerContext,
+        _member: String,
+        ip: backbone_core::personal::Personal<String>,
+    ) -> backbone_core::HandlerResult {
+        let _ = self.0.send(ip.into_known());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn personal_data_needs_the_key_store_keys_and_refusal_is_fatal() {
+    let server = server();
+    let uri = unique_name("acl-keys");
+    let sealing = acl::key_store_keys("bbkeys:", true);
+    let (url, _) = user(&server, &uri, acl::PRODUCER, &sealing).await;
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_members_producer()
+        .await
+        .unwrap();
+    producer
+        .joined("m-1".into(), "m1@example.com".into())
+        .await
+        .unwrap();
+    // An expiring key takes PERSONAL_TTL too.
+    let err = producer
+        .seen("m-1".into(), "10.0.0.1".into())
+        .await
+        .unwrap_err();
+    refused(&err, "sadd", "never shown");
+    let with_ttl = format!("{sealing} {}", acl::PERSONAL_TTL);
+    let (url, _) = user(&server, &uri, acl::PRODUCER, &with_ttl).await;
+    RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .build_members_producer()
+        .await
+        .unwrap()
+        .seen("m-1".into(), "10.0.0.1".into())
+        .await
+        .unwrap();
+    let reading = acl::key_store_keys("bbkeys:", false);
+    let (url, _) = user(&server, &uri, acl::CONSUMER, &reading).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .group("readers")
+        .max_messages(2)
+        .subscribe_members_consumer(Joined(tx))
+        .await
+        .unwrap();
+    lifetime.completion().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().as_deref(), Some("m1@example.com"));
+    assert_eq!(rx.recv().await.unwrap().as_deref(), Some("10.0.0.1"));
+
+    // Without the key store's keys: the send and the consumer fail at once with NOPERM.
+    let (url, password) = user(&server, &uri, acl::PRODUCER, "").await;
+    let producer = RedisProducerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .send_timeout(Duration::from_secs(30))
+        .build_members_producer()
+        .await
+        .unwrap();
+    let err = producer
+        .joined("m-2".into(), "m2@example.com".into())
+        .await
+        .unwrap_err();
+    refused(&err, "bbkeys:{m-2}", &password);
+    let (url, password) = user(&server, &uri, acl::CONSUMER, "").await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(&url)
+        .uri(&uri)
+        .group("blind")
+        .subscribe_members_consumer(Joined(tx))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(WAIT, lifetime.completion())
+        .await
+        .expect("a NOPERM on the key store ends the consumer")
+        .unwrap_err();
+    refused(&err, "bbkeys:{m-1}", &password);
+    // And forgetting takes its own rule.
+    let (url, _) = user(&server, &uri, acl::FORGETTER, &sealing).await;
+    let connection = backbone_redis::RedisSettings::new()
+        .url(&url)
+        .open_connection("forget")
+        .await
+        .unwrap();
+    let keys = backbone_redis::RedisKeyStore::new(connection);
+    use backbone_core::personal::KeyStore;
+    assert!(keys.forget("m-1").await.unwrap());
 }

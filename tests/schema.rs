@@ -64,6 +64,29 @@ fn each_operation_and_version_has_a_json_schema() {
     assert_eq!(ops[3].schema["properties"], json!({}));
 }
 
+#[events_contract(schema)]
+pub trait Members {
+    async fn joined(&self, #[subject] member: String, #[personal] email: String, plan: String);
+}
+
+#[test]
+fn a_personal_parameter_is_a_sealed_string_with_its_plain_schema_beside() {
+    let ops = schema::operation_schemas::<Members>();
+    let email = &ops[0].schema["properties"]["email"];
+    assert_eq!(email["type"], "string");
+    assert!(
+        email["pattern"].as_str().unwrap().starts_with("^v1"),
+        "{email}"
+    );
+    assert_eq!(email["x-backbone-personal"]["type"], "string");
+    assert_eq!(ops[0].schema["properties"]["plan"]["type"], "string");
+    let doc = asyncapi::document::<Members>(&StreamAddress::new(None, "members").unwrap());
+    let found = errors(&asyncapi_validator(), &doc);
+    assert!(found.is_empty(), "{found:#?}");
+    let headers = &doc["components"]["messages"]["joined.v0"]["headers"]["properties"];
+    assert_eq!(headers["subject"]["type"], "string");
+}
+
 fn asyncapi_validator() -> jsonschema::Validator {
     let text = include_str!("fixtures/asyncapi-3.0.0.schema.json");
     let schema: Value = serde_json::from_str(text).unwrap();

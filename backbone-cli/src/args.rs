@@ -28,6 +28,13 @@ pub struct Global {
     /// One JSON document per line instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show personal parameters in the clear, opened with the key store's keys (without it
+    /// they show as sealed or forgotten).
+    #[arg(long, global = true)]
+    pub decrypt: bool,
+    /// The prefix of the key store's keys (the data subjects' keys).
+    #[arg(long, global = true, default_value = backbone_redis::key_store::DEFAULT_PREFIX)]
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]

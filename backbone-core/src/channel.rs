@@ -15,7 +15,7 @@ use crate::cause::Cause;
 use crate::contract::RawEvent;
 use crate::envelope::{Envelope, Headers};
 use crate::middleware::{ChannelInfo, Middlewares};
-use crate::personal::{seal_fields, validate_subject, KeyStore};
+use crate::personal::{seal_event, KeyStore};
 use crate::storage::Storage;
 use crate::{
     metadata::now_millis, ConsumerContext, ConsumerLifetime, ContractEvent, Dispatch, Error,
@@ -41,12 +41,6 @@ pub struct OutgoingEvent {
     pub envelope: Envelope,
     /// Where its parameters go (the operation's [`Storage`]).
     pub storage: Storage,
-    /// The data subject, if the event names one (a `#[subject]` parameter or
-    /// [`Producer::with_subject`]).
-    pub subject: Option<String>,
-    /// The parameters in `fields` that are sealed with the subject's key (see
-    /// [`personal`](crate::personal)); the channel records them so readers open them.
-    pub personal: Vec<&'static str>,
 }
 
 impl OutgoingEvent {
@@ -69,8 +63,6 @@ impl OutgoingEvent {
             fields,
             envelope: Envelope::default(),
             storage: Storage::Hash,
-            subject: None,
-            personal: Vec::new(),
         }
     }
 }
@@ -279,27 +271,14 @@ impl Producer {
         };
         let message_id = MessageId::new();
         let mut fields = event.encode()?;
-        let subject = match operation.subject {
-            Some(param) => subject_of(param, &fields),
-            None => stamp.subject.clone(),
-        };
-        let mut personal = Vec::new();
-        if !operation.personal.is_empty() {
-            let subject = subject.as_deref().ok_or_else(|| Error::NoSubject {
-                operation: operation.name.to_owned(),
-            })?;
-            validate_subject(subject)?;
-            let keys = self.keys.as_deref().ok_or_else(|| {
-                Error::Config(format!(
-                    "operation `{}` has personal parameters, and this producer has no key store",
-                    operation.name
-                ))
-            })?;
-            personal =
-                seal_fields(keys, subject, &message_id, operation.personal, &mut fields).await?;
-        } else if let Some(subject) = &subject {
-            validate_subject(subject)?;
-        }
+        let (subject, personal) = seal_event(
+            self.keys.as_deref(),
+            operation,
+            stamp.subject.as_deref(),
+            &message_id,
+            &mut fields,
+        )
+        .await?;
         let outgoing = OutgoingEvent {
             message_id,
             operation: operation.name,
@@ -312,25 +291,14 @@ impl Producer {
                 causation_id,
                 headers: stamp.headers.clone(),
                 trace: None,
+                subject,
+                personal,
             },
             storage: operation.storage,
-            subject,
-            personal,
         };
         self.middlewares
             .send(&self.info, &*self.channel, outgoing)
             .await
-    }
-}
-
-/// The data subject named by the `#[subject]` parameter `param`: its JSON string, or its JSON
-/// text for any other value (`42` for a number); none when it is `null` or missing.
-fn subject_of(param: &str, fields: &Fields) -> Option<String> {
-    let bytes = fields.get(param)?;
-    match serde_json::from_slice::<serde_json::Value>(bytes).ok()? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
     }
 }
 

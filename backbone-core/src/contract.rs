@@ -26,8 +26,8 @@ pub struct Operation {
     /// Where its parameters live (`#[event(storage = "...")]`, else the contract's
     /// `#[events_contract(storage = "...")]`, else [`Storage::Hash`]).
     pub storage: Storage,
-    /// Its `#[personal]` parameters: sealed with the data subject's key.
-    pub personal: &'static [&'static str],
+    /// Its `#[personal]` parameters: sealed with the data subject's keys.
+    pub personal: &'static [crate::personal::PersonalParameter],
     /// Its `#[subject]` parameter, whose value names the data subject.
     pub subject: Option<&'static str>,
 }

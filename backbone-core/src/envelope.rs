@@ -150,6 +150,12 @@ pub struct Envelope {
     pub headers: Headers,
     /// The sending span's trace context (`otel` feature).
     pub trace: Option<TraceContext>,
+    /// The data subject, if the event names one (a `#[subject]` parameter or
+    /// [`Producer::with_subject`](crate::Producer::with_subject)); stored in the clear.
+    pub subject: Option<String>,
+    /// The parameters sealed with the subject's key (see [`personal`](crate::personal)); the
+    /// channel records their names so that readers open them.
+    pub personal: Vec<&'static str>,
 }
 
 impl fmt::Display for TraceContext {

@@ -55,6 +55,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
+use crate::personal::{open_all, KeyStore, MemoryKeyStore, Sealed};
 use crate::{
     lifetime::{Health, HealthProbe},
     metadata::now_millis,
@@ -66,9 +67,19 @@ use crate::{
 
 /// An in-memory broker: a set of streams shared by the producers and consumers built from it.
 /// Cloning it shares the streams.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct InMemoryBroker {
     streams: Arc<Mutex<HashMap<StreamAddress, Arc<Stream>>>>,
+    keys: Arc<dyn KeyStore>,
+}
+
+impl Default for InMemoryBroker {
+    fn default() -> Self {
+        InMemoryBroker {
+            streams: Arc::default(),
+            keys: Arc::new(MemoryKeyStore::new()),
+        }
+    }
 }
 
 impl std::fmt::Debug for InMemoryBroker {
@@ -81,6 +92,21 @@ impl InMemoryBroker {
     /// An empty broker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A broker whose producers and consumers keep subjects' keys in `keys` instead of their
+    /// own [`MemoryKeyStore`].
+    pub fn with_key_store(keys: Arc<dyn KeyStore>) -> Self {
+        InMemoryBroker {
+            keys,
+            ..Self::default()
+        }
+    }
+
+    /// The key store of personal parameters (see [`personal`](crate::personal)): forget a
+    /// subject with `broker.key_store().forget("customer-7").await`.
+    pub fn key_store(&self) -> Arc<dyn KeyStore> {
+        self.keys.clone()
     }
 
     /// A builder for producers writing to this broker.
@@ -203,10 +229,10 @@ impl ProducerBuilder for InMemoryProducerBuilder {
             StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
         let stream = self.broker.stream(&address);
         let publisher = MemoryPublisher { stream, address };
-        Ok(Producer::with_middlewares(
-            Arc::new(publisher),
-            self.middlewares,
-        ))
+        Ok(
+            Producer::with_middlewares(Arc::new(publisher), self.middlewares)
+                .with_key_store(self.broker.keys.clone()),
+        )
     }
 }
 
@@ -322,6 +348,7 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             ack: self.ack,
             max_messages: self.max_messages,
             handler,
+            keys: self.broker.keys.clone(),
         };
         let stop = CancellationToken::new();
         let probe = consumer.probe.clone();
@@ -382,6 +409,7 @@ struct MemoryConsumer {
     ack: AckMode,
     max_messages: Option<u64>,
     handler: Arc<dyn EventHandler>,
+    keys: Arc<dyn KeyStore>,
 }
 
 impl MemoryConsumer {
@@ -479,6 +507,34 @@ impl MemoryConsumer {
         Some((index, event, 1))
     }
 
+    /// The event's parameters with the personal ones opened (or marked forgotten).
+    async fn opened<'e>(
+        &self,
+        event: &'e OutgoingEvent,
+    ) -> Result<std::borrow::Cow<'e, crate::Fields>, Error> {
+        let envelope = &event.envelope;
+        let Some(subject) = envelope
+            .subject
+            .as_deref()
+            .filter(|_| !envelope.personal.is_empty())
+        else {
+            return Ok(std::borrow::Cow::Borrowed(&event.fields));
+        };
+        let mut fields = event.fields.clone();
+        let personal: Vec<String> = envelope.personal.iter().map(|n| (*n).to_owned()).collect();
+        let sealed = Sealed {
+            subject,
+            message_id: &event.message_id,
+            personal: &personal,
+            fields: &mut fields,
+        };
+        open_all(&*self.keys, vec![sealed])
+            .await?
+            .pop()
+            .unwrap_or(Ok(()))?;
+        Ok(std::borrow::Cow::Owned(fields))
+    }
+
     /// Hands one entry to the handler; true when it was handled.
     async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> bool {
         let mut metadata = Metadata::new(
@@ -499,8 +555,12 @@ impl MemoryConsumer {
         metadata.causation_id = envelope.causation_id.clone();
         metadata.headers = envelope.headers.clone();
         metadata.trace = envelope.trace.clone();
+        metadata.subject = envelope.subject.clone();
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
-        let result = self.handler.handle(&ctx, &event.fields).await;
+        let result = match self.opened(event).await {
+            Ok(fields) => self.handler.handle(&ctx, &fields).await,
+            Err(e) => Err(HandleError::BadEvent(e)),
+        };
         let reason = match &result {
             Ok(()) => None,
             Err(e) => Some(e.to_string()),

@@ -76,6 +76,9 @@ pub struct AppendOptions {
     pub correlation_id: Option<String>,
     /// Headers every appended event carries.
     pub headers: Headers,
+    /// The data subject of the events' personal parameters, for operations without a
+    /// `#[subject]` parameter (see [`personal`](crate::personal)).
+    pub subject: Option<String>,
 }
 
 impl AppendOptions {
@@ -85,6 +88,12 @@ impl AppendOptions {
             idempotency_key: Some(key.into()),
             ..Self::default()
         }
+    }
+
+    /// These options with a data subject (the `subject` field).
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
     }
 
     /// These options with a correlation id.
@@ -114,6 +123,8 @@ impl AppendOptions {
             causation_id: cause.map(|c| c.causation_id),
             headers: self.headers.clone(),
             trace: None,
+            subject: None,
+            personal: Vec::new(),
         }
     }
 }

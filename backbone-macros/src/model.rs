@@ -86,6 +86,8 @@ pub(crate) struct Param {
     pub(crate) personal: bool,
     /// `#[subject]`: its value names the event's data subject.
     pub(crate) subject: bool,
+    /// `#[personal(ttl = "...")]`, in seconds.
+    pub(crate) ttl_secs: Option<u64>,
 }
 
 impl Param {

@@ -60,6 +60,34 @@ pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
 /// ```
 pub const ORDERED_GROUP: &str = "+zadd +zrem +zremrangebyscore +zrange +pexpire +del";
 
+/// Forgetting data subjects (`RedisKeyStore::forget`): `DEL` on the key store's keys, and the
+/// index of each subject's expiring keys (`SMEMBERS`, `SREM`); give it
+/// [`key_store_keys`]`(prefix, true)`.
+pub const FORGETTER: &str = "-@all +client|setname +del +smembers +srem";
+
+/// What a producer or an event store needs besides its role to seal parameters with a TTL
+/// (`#[personal(ttl = "...")]`): the script that creates an expiring key records it in the
+/// subject's index (`SADD`) and keeps the index alive as long as its keys (`PEXPIRETIME`,
+/// `PEXPIREAT`). Append it to the rule, with [`key_store_keys`]`(prefix, true)`.
+pub const PERSONAL_TTL: &str = "+sadd +pexpiretime +pexpireat";
+
+/// The key pattern of a [`RedisKeyStore`](crate::RedisKeyStore)'s keys under `prefix`
+/// (`bbkeys:` by default), to append to a rule: producers and event stores seal personal
+/// parameters and may create keys (`SET … NX GET`: read and write, `%RW~`), consumers only
+/// read them (`%R~`). Their roles already hold the commands (`+set +get`, `+get`).
+///
+/// ```
+/// use backbone_redis::acl;
+///
+/// let producer = format!("{} {}", acl::rule(acl::PRODUCER, "bb:*"), acl::key_store_keys("bbkeys:", true));
+/// assert!(producer.ends_with(" ~bb:* %RW~bbkeys:*"));
+/// assert_eq!(acl::key_store_keys("bbkeys:", false), "%R~bbkeys:*");
+/// ```
+pub fn key_store_keys(prefix: &str, sealing: bool) -> String {
+    let access = if sealing { "RW" } else { "R" };
+    format!("%{access}~{prefix}*")
+}
+
 /// What redis-rs's cluster client sends besides a role's commands: `CLUSTER SLOTS` (the slot
 /// map) and `ASKING` (during a slot migration). Append it to a role's rule on a cluster.
 ///

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use backbone_core::envelope::{Envelope, Headers, TraceContext};
+use backbone_core::personal::PERSONAL_FIELD_SEPARATOR;
 use backbone_core::{Error, Fields, MessageId, Metadata, StreamAddress};
 use redis::Value;
 
@@ -45,34 +46,54 @@ pub const HEADER_PREFIX: &str = "header.";
 /// ```
 pub const PARAM_PREFIX: &str = "param.";
 
+/// Entry field: the data subject of the event's personal parameters (absent when none).
+pub const SUBJECT: &str = "subject";
+/// Entry field: the parameters sealed with the subject's key, comma-separated (absent when
+/// none).
+pub const PERSONAL: &str = "personal";
+
 /// The entry fields an event's ordering key and envelope become, in the order they are
 /// written (see the constants above).
 pub(crate) fn envelope_fields<'a>(
     message_id: &MessageId,
     key: Option<&'a str>,
     envelope: &'a Envelope,
-) -> Vec<(Cow<'static, str>, &'a str)> {
+) -> Vec<(Cow<'static, str>, Cow<'a, str>)> {
     let mut out = Vec::new();
+    let mut put =
+        |name: &'static str, value: &'a str| out.push((Cow::Borrowed(name), Cow::Borrowed(value)));
     if let Some(key) = key {
-        out.push((Cow::Borrowed(KEY), key));
+        put(KEY, key);
     }
     if let Some(id) = envelope.correlation_id.as_deref() {
         // An event that starts its workflow is its own correlation id: nothing to write.
         if id != message_id.to_string() {
-            out.push((Cow::Borrowed(CORRELATION_ID), id));
+            put(CORRELATION_ID, id);
         }
     }
     if let Some(id) = envelope.causation_id.as_deref() {
-        out.push((Cow::Borrowed(CAUSATION_ID), id));
+        put(CAUSATION_ID, id);
     }
     if let Some(trace) = &envelope.trace {
-        out.push((Cow::Borrowed(TRACEPARENT), trace.traceparent.as_str()));
+        put(TRACEPARENT, trace.traceparent.as_str());
         if let Some(state) = trace.tracestate.as_deref() {
-            out.push((Cow::Borrowed(TRACESTATE), state));
+            put(TRACESTATE, state);
         }
     }
+    if let Some(subject) = envelope.subject.as_deref() {
+        put(SUBJECT, subject);
+    }
     for (name, value) in envelope.headers.iter() {
-        out.push((Cow::Owned(format!("{HEADER_PREFIX}{name}")), value));
+        out.push((
+            Cow::Owned(format!("{HEADER_PREFIX}{name}")),
+            Cow::Borrowed(value),
+        ));
+    }
+    if !envelope.personal.is_empty() {
+        let names = envelope
+            .personal
+            .join(&PERSONAL_FIELD_SEPARATOR.to_string());
+        out.push((Cow::Borrowed(PERSONAL), Cow::Owned(names)));
     }
     out
 }
@@ -103,6 +124,9 @@ pub(crate) struct EntryHeader {
     pub causation_id: Option<String>,
     pub headers: Headers,
     pub trace: Option<TraceContext>,
+    pub subject: Option<String>,
+    /// The sealed parameters (entry field `personal`).
+    pub personal: Vec<String>,
 }
 
 impl EntryHeader {
@@ -131,6 +155,7 @@ impl EntryHeader {
         m.causation_id = self.causation_id.clone();
         m.headers = self.headers.clone();
         m.trace = self.trace.clone();
+        m.subject = self.subject.clone();
         m
     }
 }
@@ -217,7 +242,29 @@ impl RawEntry {
                 headers.insert_unchecked(header.to_owned(), value.to_owned());
             }
         }
+        let subject = optional(SUBJECT)?;
+        let personal: Vec<String> = match optional(PERSONAL)? {
+            Some(names) => names
+                .split(PERSONAL_FIELD_SEPARATOR)
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        if personal.iter().any(String::is_empty) {
+            return Err(Error::malformed(
+                &self.id,
+                "field `personal` holds an empty parameter name",
+            ));
+        }
+        if !personal.is_empty() && subject.is_none() {
+            return Err(Error::malformed(
+                &self.id,
+                "field `personal` names sealed parameters but field `subject` is missing",
+            ));
+        }
         Ok(EntryHeader {
+            subject,
+            personal,
             correlation_id,
             causation_id,
             headers,

@@ -22,6 +22,7 @@ pub mod connection;
 mod consumer;
 pub mod dead_letters;
 pub mod entry;
+pub mod key_store;
 pub mod keys;
 pub mod layout;
 mod lua;
@@ -35,6 +36,7 @@ pub mod testing;
 pub use admin::{StreamAdmin, TrimReport};
 pub use consumer::RedisConsumerBuilder;
 pub use dead_letters::{DeadLetterEntry, DeadLetters};
+pub use key_store::RedisKeyStore;
 pub use producer::{RedisProducerBuilder, RedisPublisher};
 pub use settings::RedisSettings;
 

@@ -134,6 +134,8 @@ mod tests {
             cluster: true,
             environment: None,
             json: false,
+            decrypt: false,
+            key_prefix: backbone_redis::key_store::DEFAULT_PREFIX.into(),
         }
     }
 

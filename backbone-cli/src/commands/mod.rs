@@ -6,6 +6,7 @@ mod dead;
 mod groups;
 mod masters;
 mod pending;
+mod personal;
 mod show;
 mod streams;
 mod tail;
@@ -89,6 +90,10 @@ pub struct Stream {
     pub settings: RedisSettings,
     pub layout: Layout,
     pub connection: Connection,
+    /// `--decrypt`: personal parameters in the clear.
+    pub decrypt: bool,
+    /// `--key-prefix`: where the subjects' keys are.
+    pub key_prefix: String,
 }
 
 impl Stream {
@@ -136,6 +141,8 @@ impl Stream {
             settings: settings.partitions(count),
             layout,
             connection,
+            decrypt: g.decrypt,
+            key_prefix: g.key_prefix.clone(),
         })
     }
 

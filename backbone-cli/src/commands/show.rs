@@ -103,6 +103,7 @@ pub async fn entry_document(
         None => Value::Object(inline),
     };
     doc.insert("parameters".into(), parameters);
+    super::personal::present(stream, &mut doc).await?;
     Ok(doc)
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::OsRng;
@@ -99,22 +100,115 @@ impl fmt::Debug for SubjectKey {
     }
 }
 
+/// Which of a subject's keys: its own (for personal parameters without a TTL), or one of the
+/// keys that expire for parameters with `#[personal(ttl = "...")]`.
+///
+/// A parameter with TTL `t` is sealed with the key of the bucket its send falls in: buckets
+/// are `t / 10` long (at least 1 s) by the sender's clock, and the bucket's key expires
+/// `t` after the bucket ends. So the value is readable for at least `t` and at most
+/// `t + t / 10` after it was sent, then reads as forgotten.
+///
+/// ```
+/// use std::time::Duration;
+/// use backbone_core::personal::KeyClass;
+///
+/// let class = KeyClass::expiring(Duration::from_secs(100), 1_000_000);
+/// assert_eq!(class, KeyClass::Expiring { ttl_secs: 100, bucket: 100 });
+/// assert_eq!(class.expires_at_ms(), Some(1_110_000)); // bucket 100 ends at 1_010_000, + 100 s
+/// assert_eq!(class.to_string(), "t100-100");
+/// assert_eq!("t100-100".parse::<KeyClass>(), Ok(class));
+/// assert_eq!(KeyClass::Subject.to_string(), "s");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyClass {
+    /// The subject's own key: lives until the subject is forgotten.
+    Subject,
+    /// The key of bucket `bucket` (of `ttl_secs / 10` seconds each, at least 1) for
+    /// parameters with a TTL of `ttl_secs`.
+    Expiring {
+        /// The parameters' TTL, in seconds.
+        ttl_secs: u64,
+        /// The bucket: the send's time in ms since the epoch, divided by the bucket's length.
+        bucket: u64,
+    },
+}
+
+impl KeyClass {
+    /// The class of a parameter with TTL `ttl` sent at `now_ms` (ms since the epoch).
+    pub fn expiring(ttl: Duration, now_ms: u64) -> KeyClass {
+        let ttl_secs = ttl.as_secs().max(1);
+        KeyClass::Expiring {
+            ttl_secs,
+            bucket: now_ms / Self::bucket_ms(ttl_secs),
+        }
+    }
+
+    fn bucket_ms(ttl_secs: u64) -> u64 {
+        (ttl_secs * 1000 / 10).max(1000)
+    }
+
+    /// When this key expires, in ms since the epoch (`None`: never).
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        match *self {
+            KeyClass::Subject => None,
+            KeyClass::Expiring { ttl_secs, bucket } => {
+                Some((bucket + 1) * Self::bucket_ms(ttl_secs) + ttl_secs * 1000)
+            }
+        }
+    }
+}
+
+impl fmt::Display for KeyClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyClass::Subject => f.write_str("s"),
+            KeyClass::Expiring { ttl_secs, bucket } => write!(f, "t{ttl_secs}-{bucket}"),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyClass {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "s" {
+            return Ok(KeyClass::Subject);
+        }
+        let (ttl, bucket) = s
+            .strip_prefix('t')
+            .and_then(|r| r.split_once('-'))
+            .ok_or(())?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ttl) || !digits(bucket) {
+            return Err(());
+        }
+        Ok(KeyClass::Expiring {
+            ttl_secs: ttl.parse().map_err(|_| ())?,
+            bucket: bucket.parse().map_err(|_| ())?,
+        })
+    }
+}
+
 /// Where subjects' keys are kept. backbone's channels ask it for a key when they seal or open
 /// a personal parameter and never keep a key for reading, so [`forget`](KeyStore::forget)
 /// takes effect on the next read. Implement it to keep keys in a KMS or a vault.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
-    /// The subject's key for encrypting: the one it has, else a new one, stored first. A
-    /// subject forgotten before gets a new key: its new events are readable, its old ones
-    /// stay forgotten.
-    async fn sealing_key(&self, subject: &str) -> Result<SubjectKey, Error>;
+    /// The subject's key of `class` for encrypting: the one it has, else a new one, stored
+    /// first (an [`Expiring`](KeyClass::Expiring) one set to expire at
+    /// [`KeyClass::expires_at_ms`]). A subject forgotten before gets a new key: its new events
+    /// are readable, its old ones stay forgotten.
+    async fn sealing_key(&self, subject: &str, class: KeyClass) -> Result<SubjectKey, Error>;
 
-    /// The keys of `subjects`, in order, for decrypting: `None` for a subject that has none
-    /// (forgotten, or never had personal data).
-    async fn opening_keys(&self, subjects: &[&str]) -> Result<Vec<Option<SubjectKey>>, Error>;
+    /// The keys named, in order, for decrypting: `None` for a key that is not there
+    /// (forgotten, expired, or never made).
+    async fn opening_keys(
+        &self,
+        keys: &[(&str, KeyClass)],
+    ) -> Result<Vec<Option<SubjectKey>>, Error>;
 
-    /// Deletes the subject's key, so that every personal parameter sealed with it reads as
-    /// forgotten from now on. True when there was a key.
+    /// Deletes every key of the subject, so that every personal parameter sealed with them
+    /// reads as forgotten from now on. True when there was a key.
     async fn forget(&self, subject: &str) -> Result<bool, Error>;
 }
 
@@ -122,22 +216,26 @@ pub trait KeyStore: Send + Sync + 'static {
 /// keys.
 ///
 /// ```
-/// use backbone_core::personal::{KeyStore, MemoryKeyStore};
+/// use backbone_core::personal::{KeyClass, KeyStore, MemoryKeyStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), backbone_core::Error> {
 /// let keys = MemoryKeyStore::new();
-/// let key = keys.sealing_key("customer-7").await?;
-/// assert_eq!(keys.opening_keys(&["customer-7"]).await?, vec![Some(key)]);
+/// let key = keys.sealing_key("customer-7", KeyClass::Subject).await?;
+/// let name = ("customer-7", KeyClass::Subject);
+/// assert_eq!(keys.opening_keys(&[name]).await?, vec![Some(key)]);
 /// assert!(keys.forget("customer-7").await?);
-/// assert_eq!(keys.opening_keys(&["customer-7"]).await?, vec![None]);
+/// assert_eq!(keys.opening_keys(&[name]).await?, vec![None]);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryKeyStore {
-    keys: Arc<Mutex<HashMap<String, SubjectKey>>>,
+    keys: Arc<Mutex<Keys>>,
 }
+
+/// Each subject's keys, by class.
+type Keys = HashMap<String, HashMap<KeyClass, SubjectKey>>;
 
 impl MemoryKeyStore {
     /// No keys.
@@ -145,8 +243,15 @@ impl MemoryKeyStore {
         Self::default()
     }
 
-    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubjectKey>> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    /// The keys, without those expired by now.
+    fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::metadata::now_millis();
+        for classes in keys.values_mut() {
+            classes.retain(|class, _| class.expires_at_ms().is_none_or(|at| at > now));
+        }
+        keys.retain(|_, classes| !classes.is_empty());
+        keys
     }
 }
 
@@ -160,17 +265,25 @@ impl fmt::Debug for MemoryKeyStore {
 
 #[async_trait]
 impl KeyStore for MemoryKeyStore {
-    async fn sealing_key(&self, subject: &str) -> Result<SubjectKey, Error> {
+    async fn sealing_key(&self, subject: &str, class: KeyClass) -> Result<SubjectKey, Error> {
         Ok(self
             .keys()
             .entry(subject.to_owned())
+            .or_default()
+            .entry(class)
             .or_insert_with(SubjectKey::generate)
             .clone())
     }
 
-    async fn opening_keys(&self, subjects: &[&str]) -> Result<Vec<Option<SubjectKey>>, Error> {
+    async fn opening_keys(
+        &self,
+        names: &[(&str, KeyClass)],
+    ) -> Result<Vec<Option<SubjectKey>>, Error> {
         let keys = self.keys();
-        Ok(subjects.iter().map(|s| keys.get(*s).cloned()).collect())
+        Ok(names
+            .iter()
+            .map(|(subject, class)| keys.get(*subject)?.get(class).cloned())
+            .collect())
     }
 
     async fn forget(&self, subject: &str) -> Result<bool, Error> {

@@ -44,8 +44,20 @@
 mod keys;
 mod seal;
 
-pub use keys::{KeyId, KeyStore, MemoryKeyStore, SubjectKey};
-pub use seal::{open_fields, seal_fields, validate_subject, PERSONAL_FIELD_SEPARATOR};
+pub use keys::{KeyClass, KeyId, KeyStore, MemoryKeyStore, SubjectKey};
+pub use seal::{
+    open_all, seal_event, seal_fields, validate_subject, Sealed, PERSONAL_FIELD_SEPARATOR,
+};
+
+/// A `#[personal]` parameter of an operation: its name, and its TTL (`#[personal(ttl =
+/// "30d")]`) after which it reads as forgotten even if its subject is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalParameter {
+    /// The parameter's name.
+    pub name: &'static str,
+    /// Its TTL in seconds, if it has one.
+    pub ttl_secs: Option<u64>,
+}
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -53,6 +53,8 @@ fn headers(name: &str, version: u32) -> Value {
             "causation_id": { "type": "string", "description": "The message id of the event whose handler sent this one." },
             "traceparent": { "type": "string", "description": "W3C trace context of the sending span." },
             "tracestate": { "type": "string" },
+            "subject": { "type": "string", "description": "The data subject whose keys seal the personal parameters." },
+            "personal": { "type": "string", "description": "The sealed parameters, comma-separated." },
             "aggregate": { "type": "string", "description": "Event-store events: the aggregate." },
             "aggregate_version": { "type": "string", "pattern": "^[0-9]+$" },
         },

@@ -22,6 +22,7 @@ const PRODUCER_METHODS: &[&str] = &[
     "with_header",
     "with_correlation_id",
     "caused_by",
+    "with_subject",
 ];
 
 /// Method names the generated consumer trait already defines.
@@ -171,7 +172,11 @@ fn read_params(sig: &Signature, errors: &mut Errors) -> Vec<Param> {
             }
             FnArg::Typed(typed) => typed,
         };
-        let (personal, subject) = param_attrs(&typed.attrs, errors);
+        let ParamAttrs {
+            personal,
+            subject,
+            ttl_secs,
+        } = param_attrs(&typed.attrs, errors);
         check_type(&typed.ty, errors);
         let ident = match &*typed.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none() => {
@@ -215,14 +220,25 @@ fn read_params(sig: &Signature, errors: &mut Errors) -> Vec<Param> {
             ty: (*typed.ty).clone(),
             personal,
             subject,
+            ttl_secs,
         });
     }
     params
 }
 
-/// Reads `#[personal]` and `#[subject]` on one parameter; anything else is an error.
-fn param_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> (bool, bool) {
+/// What `#[personal]`, `#[personal(ttl = "...")]` and `#[subject]` say of one parameter.
+#[derive(Default)]
+struct ParamAttrs {
+    personal: bool,
+    subject: bool,
+    ttl_secs: Option<u64>,
+}
+
+/// Reads `#[personal]`, `#[personal(ttl = "...")]` and `#[subject]` on one parameter; anything
+/// else is an error.
+fn param_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> ParamAttrs {
     let (mut personal, mut subject) = (None, None);
+    let mut out = ParamAttrs::default();
     for attr in attrs {
         let slot = if attr.path().is_ident("personal") {
             &mut personal
@@ -236,12 +252,21 @@ fn param_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> (bool, bool) {
             );
             continue;
         };
-        if !matches!(attr.meta, syn::Meta::Path(_)) {
-            errors.spanned(attr, "`#[personal]` and `#[subject]` take no arguments");
-        } else if slot.is_some() {
+        if slot.is_some() {
             errors.spanned(attr, "duplicate attribute on a contract parameter");
-        } else {
-            *slot = Some(attr);
+            continue;
+        }
+        *slot = Some(attr);
+        match &attr.meta {
+            syn::Meta::Path(_) => {}
+            syn::Meta::List(_) if attr.path().is_ident("personal") => {
+                out.ttl_secs = errors.ok(personal_ttl(attr));
+            }
+            _ => errors.spanned(
+                attr,
+                "`#[subject]` takes no arguments; `#[personal]` takes only `ttl`, as in \
+                 `#[personal(ttl = \"30d\")]`",
+            ),
         }
     }
     if let (Some(_), Some(attr)) = (personal, subject) {
@@ -252,7 +277,45 @@ fn param_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> (bool, bool) {
              number) and mark the personal data `#[personal]`",
         );
     }
-    (personal.is_some(), subject.is_some())
+    out.personal = personal.is_some();
+    out.subject = subject.is_some();
+    out
+}
+
+/// The seconds of `#[personal(ttl = "30d")]`: a number and a unit, `s`, `m`, `h` or `d`.
+fn personal_ttl(attr: &syn::Attribute) -> syn::Result<u64> {
+    let example = "expected `#[personal(ttl = \"30d\")]`: a whole number and a unit, `s`, \
+                   `m`, `h` or `d`";
+    let meta: syn::MetaNameValue = attr.parse_args()?;
+    if !meta.path.is_ident("ttl") {
+        return Err(syn::Error::new_spanned(&meta.path, example));
+    }
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Str(lit),
+        ..
+    }) = &meta.value
+    else {
+        return Err(syn::Error::new_spanned(&meta.value, example));
+    };
+    let text = lit.value();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if scale > 0 && n > 0 => n
+            .checked_mul(scale)
+            .ok_or_else(|| syn::Error::new(lit.span(), "the TTL is too long")),
+        _ => Err(syn::Error::new(
+            lit.span(),
+            format!("{example}, longer than zero; found {text:?}"),
+        )),
+    }
 }
 
 /// Rejects borrowed and `impl Trait` parameter types (anywhere in the type): events are

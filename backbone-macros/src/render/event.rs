@@ -88,7 +88,14 @@ fn operations_const(contract: &Contract) -> TokenStream {
             "inline" => quote!(#krate::storage::Storage::Inline),
             _ => quote!(#krate::storage::Storage::Hash),
         };
-        let personal = op.params.iter().filter(|p| p.personal).map(|p| &p.name);
+        let personal = op.params.iter().filter(|p| p.personal).map(|p| {
+            let name = &p.name;
+            let ttl = match p.ttl_secs {
+                Some(secs) => quote!(::core::option::Option::Some(#secs)),
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(#krate::personal::PersonalParameter { name: #name, ttl_secs: #ttl })
+        });
         let subject = match op.params.iter().find(|p| p.subject) {
             Some(p) => {
                 let name = &p.name;

@@ -30,7 +30,7 @@ pub(super) fn producer_struct(contract: &Contract) -> TokenStream {
 }
 
 /// `impl XProducer`: `new`, `producer`, `with_key`, `with_header`, `with_correlation_id`,
-/// `caused_by` and one sending method per operation.
+/// `caused_by`, `with_subject` and one sending method per operation.
 pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
     let krate = &contract.krate;
     let link = contract.krate_link();
@@ -60,6 +60,11 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
         "A producer whose events are caused by the event `ctx` handles: automatic inside a \
          handler, needed in tasks it spawns \
          (see [`Producer::caused_by`]({link}::Producer::caused_by))."
+    ));
+    let with_subject_doc = doc(&format!(
+        "A producer whose events name `subject` as their data subject: their `#[personal]` \
+         parameters are sealed with its key \
+         (see [`Producer::with_subject`]({link}::Producer::with_subject))."
     ));
     let methods = contract.operations.iter().map(|op| {
         let (method, variant) = (&op.method, &op.variant);
@@ -133,6 +138,14 @@ pub(super) fn producer_impl(contract: &Contract) -> TokenStream {
             #caused_by_doc
             pub fn caused_by(&self, ctx: &#krate::ConsumerContext) -> Self {
                 Self { inner: self.inner.caused_by(ctx.metadata()) }
+            }
+
+            #with_subject_doc
+            pub fn with_subject(
+                &self,
+                subject: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { inner: self.inner.with_subject(subject) }
             }
 
             #(#methods)*

@@ -91,7 +91,7 @@ async fn claim_round(
                 count = entries.len(),
                 "claimed idle entries"
             );
-            let jobs = fetch::jobs(conn, &shared.keys, &shared.group, entries, true)
+            let jobs = fetch::opened(shared, conn, entries, true)
                 .await
                 .map_err(|(e, _)| e)?;
             // Held from now on: the worker releases these bytes when it takes the jobs.

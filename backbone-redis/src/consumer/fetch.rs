@@ -111,6 +111,17 @@ pub(super) async fn jobs(
         .collect())
 }
 
+/// [`jobs`], with their personal parameters opened (see [`super::personal`]).
+pub(super) async fn opened(
+    shared: &Shared,
+    conn: &mut Connection,
+    entries: Vec<RawEntry>,
+    counts: bool,
+) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
+    let jobs = jobs(conn, &shared.keys, &shared.group, entries, counts).await?;
+    super::personal::open(&*shared.key_store, jobs).await
+}
+
 /// Turns the reader's batches into jobs for the worker, in order, until stopped. A failed
 /// fetch is tried again (the entries stay pending meanwhile) after 50 ms doubling to 5 s; an
 /// error retrying cannot help ends the consumer.
@@ -131,7 +142,7 @@ pub(super) async fn fetcher(
         let jobs = loop {
             let fetched = tokio::select! {
                 biased;
-                fetched = jobs(&mut conn, &shared.keys, &shared.group, entries, batch.counts) => fetched,
+                fetched = opened(&shared, &mut conn, entries, batch.counts) => fetched,
                 _ = stop.cancelled() => return,
             };
             let e = match fetched {

@@ -22,6 +22,7 @@ use crate::connection::redis_error;
 use crate::dead_letters::{dead_letter, DeadLetter};
 use crate::entry::{EntryHeader, RawEntry};
 use crate::keys::StreamKeys;
+use backbone_core::personal::KeyStore;
 
 /// What every job of one consumer shares.
 pub(super) struct Shared {
@@ -46,6 +47,8 @@ pub(super) struct Shared {
     pub health: Arc<super::health::Tracker>,
     /// The bytes held read but not yet handled, and the bound on them.
     pub budget: Budget,
+    /// Where the keys of personal parameters are.
+    pub key_store: Arc<dyn KeyStore>,
 }
 
 /// An entry read, with its payload fetched.

@@ -16,6 +16,7 @@ mod job;
 mod messages;
 mod ordered;
 mod partitions;
+mod personal;
 mod reader;
 mod worker;
 
@@ -34,8 +35,10 @@ use backbone_core::{Middleware, Middlewares};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::redis_error;
+use crate::key_store::KeyStoreSetting;
 use crate::keys::StreamKeys;
 use crate::settings::{settings_setters, RedisSettings};
+use backbone_core::personal::KeyStore;
 use budget::Budget;
 use fatal::Fatal;
 use job::Shared;
@@ -110,6 +113,7 @@ pub struct RedisConsumerBuilder {
     lease_ttl: Duration,
     middlewares: Middlewares,
     group_metrics_interval: Duration,
+    key_store: KeyStoreSetting,
 }
 
 /// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
@@ -135,6 +139,7 @@ impl Default for RedisConsumerBuilder {
             ordered: false,
             middlewares: Middlewares::default(),
             group_metrics_interval: Duration::from_secs(10),
+            key_store: KeyStoreSetting::default(),
             lease_ttl: Duration::from_secs(5),
         }
     }
@@ -294,6 +299,15 @@ impl RedisConsumerBuilder {
         self
     }
 
+    /// Where this consumer finds the keys that open `#[personal]` parameters (see
+    /// [`backbone_core::personal`]); by default a [`RedisKeyStore`](crate::RedisKeyStore) on
+    /// the consumer's connection. The keys of a batch's subjects are read once per batch and
+    /// never kept, so a forgotten subject reads as forgotten from the next batch on.
+    pub fn key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.key_store.set(keys);
+        self
+    }
+
     /// How often each partition's group state (pending, lag, consumers) is read with
     /// `XINFO GROUPS` for the middlewares' [`group_observed`](Middleware::group_observed)
     /// and the `backbone_group_*` gauges (default 10 s; at least 100 ms).
@@ -440,7 +454,9 @@ impl RedisConsumerBuilder {
         if let Some(p) = part.partition {
             info = info.for_partition(p);
         }
+        let key_store = self.key_store.resolve(&part.commands);
         let shared = Arc::new(Shared {
+            key_store,
             handler: self.middlewares.wrap(info.clone(), part.handler),
             middlewares: self.middlewares.clone(),
             info,

@@ -52,6 +52,12 @@ pub(crate) const MEMBERS_SOURCE: &str = with_require_commands!("members.lua");
 /// `count.lua`: counts a range of stream entries on the server.
 pub(crate) const COUNT_SOURCE: &str = with_require_commands!("count.lua");
 
+/// `expiring_key.lua`: gets or creates a data subject's expiring key.
+pub(crate) const EXPIRING_KEY_SOURCE: &str = with_require_commands!("expiring_key.lua");
+/// The expiring-key script ([`EXPIRING_KEY_SOURCE`]).
+pub(crate) static EXPIRING_KEY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(EXPIRING_KEY_SOURCE));
+
 /// The publish script ([`PUBLISH_SOURCE`]).
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SOURCE));
 /// The dead-letter script ([`DEAD_LETTER_SOURCE`]).
@@ -237,6 +243,7 @@ mod tests {
             ("trim.lua", TRIM_SOURCE),
             ("snapshot.lua", SNAPSHOT_SOURCE),
             ("count.lua", COUNT_SOURCE),
+            ("expiring_key.lua", EXPIRING_KEY_SOURCE),
         ] {
             let (mut called, checked) = commands(source);
             // TYPE and GET only read: what they would refuse, nothing was written before.

@@ -256,7 +256,7 @@ impl Task {
             let params = if inline { event.fields.len() } else { 0 };
             cmd.arg(extra.len() + params);
             for (name, value) in &extra {
-                cmd.arg(name.as_ref()).arg(*value);
+                cmd.arg(name.as_ref()).arg(value.as_ref());
             }
             if inline {
                 for (name, value) in event.fields.iter() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backbone_core::middleware::ChannelInfo;
+use backbone_core::personal::KeyStore;
 use backbone_core::{
     Error, MessageId, Middleware, Middlewares, OutgoingEvent, Producer, ProducerBuilder, Publish,
 };
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::admin::StreamAdmin;
 use crate::connection::Connection;
+use crate::key_store::KeyStoreSetting;
 use crate::keys::StreamKeys;
 use crate::layout::Layout;
 use crate::retry::{classify_redis, Backoff, ErrorClass};
@@ -68,6 +70,7 @@ pub struct RedisProducerBuilder {
     send_timeout: Option<Duration>,
     durable: Option<Durability>,
     middlewares: Middlewares,
+    key_store: KeyStoreSetting,
 }
 
 impl RedisProducerBuilder {
@@ -147,6 +150,14 @@ impl RedisProducerBuilder {
     /// [`RedisPublisher`] used directly runs none.
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.middlewares = self.middlewares.with(middleware);
+        self
+    }
+
+    /// Where the producers this builds find the keys that seal `#[personal]` parameters (see
+    /// [`backbone_core::personal`]); by default a [`RedisKeyStore`](crate::RedisKeyStore) on
+    /// this producer's connection (keys `bbkeys:<subject>`).
+    pub fn key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.key_store.set(keys);
         self
     }
 
@@ -232,8 +243,10 @@ impl RedisProducerBuilder {
 impl ProducerBuilder for RedisProducerBuilder {
     async fn build_producer(self) -> Result<Producer, Error> {
         let middlewares = self.middlewares.clone();
+        let key_store = self.key_store.clone();
         let publisher = self.build_publisher().await?;
-        Ok(Producer::with_middlewares(Arc::new(publisher), middlewares))
+        let keys = key_store.resolve(&publisher.connection);
+        Ok(Producer::with_middlewares(Arc::new(publisher), middlewares).with_key_store(keys))
     }
 }
 

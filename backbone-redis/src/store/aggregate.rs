@@ -239,6 +239,26 @@ impl<E: ContractEvent> EventStore<E> {
         )))
     }
 
+    /// Deletes aggregate `aggregate_id`'s snapshot of `A`, if it has one (true then): the
+    /// next [`load`](Self::load) reduces the aggregate from its events again. A snapshot is
+    /// state the application derived: when it holds personal data, delete it after
+    /// forgetting the subject (see [`backbone_core::personal`]), and the state rebuilt from
+    /// the events holds [`Personal::Forgotten`](backbone_core::personal::Personal::Forgotten)
+    /// instead.
+    pub async fn delete_snapshot<A: Aggregate<Event = E>>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<bool, Error> {
+        check_aggregate_id(aggregate_id)?;
+        let key = self.keys_for(aggregate_id).snapshot(A::NAME, aggregate_id);
+        let deleted: u64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(|e| redis_error(format!("DEL {key}"), e))?;
+        Ok(deleted > 0)
+    }
+
     /// HGETALL of the snapshot; `None` when there is none.
     async fn fetch_snapshot(&self, key: &str) -> Result<Option<RawSnapshot>, Error> {
         let fields: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")

@@ -1,8 +1,10 @@
 //! `EventStore::append`: expected version, idempotency key and the writes, in one script.
 
+use backbone_core::envelope::Envelope;
 use backbone_core::error::KeyReuse;
 use backbone_core::metadata::now_millis;
 use backbone_core::names::check_name;
+use backbone_core::personal::seal_event;
 use backbone_core::storage::Storage;
 use backbone_core::store::{AppendOptions, AppendResult, ExpectedVersion};
 use backbone_core::{ContractEvent, Error, Fields, MessageId, Operation};
@@ -96,9 +98,22 @@ impl<E: ContractEvent> EventStore<E> {
             .arg(now_millis())
             .arg(events.len())
             .arg(fingerprint);
-        let envelope = options.envelope();
-        for (operation, fields) in encoded {
+        let base = options.envelope();
+        for (operation, mut fields) in encoded {
             let id = MessageId::new();
+            let (subject, personal) = seal_event(
+                Some(&*self.key_store),
+                operation,
+                options.subject.as_deref(),
+                &id,
+                &mut fields,
+            )
+            .await?;
+            let envelope = Envelope {
+                subject,
+                personal,
+                ..base.clone()
+            };
             invocation.key(keys.payload(&id));
             invocation
                 .arg(id.to_string())
@@ -111,7 +126,7 @@ impl<E: ContractEvent> EventStore<E> {
             let params = if inline { fields.len() } else { 0 };
             invocation.arg(extra.len() + params);
             for (name, value) in &extra {
-                invocation.arg(name.as_ref()).arg(*value);
+                invocation.arg(name.as_ref()).arg(value.as_ref());
             }
             if inline {
                 for (name, value) in fields.iter() {

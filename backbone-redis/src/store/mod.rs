@@ -15,13 +15,16 @@ mod read;
 mod stats;
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connection::Connection;
 use backbone_core::names::check_name;
+use backbone_core::personal::KeyStore;
 use backbone_core::store::CachingPolicy;
 use backbone_core::{ContractEvent, Error, StreamAddress};
 
+use crate::key_store::KeyStoreSetting;
 use crate::keys::StreamKeys;
 use crate::layout::Layout;
 use crate::settings::{settings_setters, RedisSettings};
@@ -56,6 +59,7 @@ pub struct EventStoreBuilder {
     settings: RedisSettings,
     idempotency_ttl: Duration,
     caching: CachingPolicy,
+    key_store: KeyStoreSetting,
 }
 
 impl Default for EventStoreBuilder {
@@ -64,6 +68,7 @@ impl Default for EventStoreBuilder {
             settings: RedisSettings::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             caching: CachingPolicy::default(),
+            key_store: KeyStoreSetting::default(),
         }
     }
 }
@@ -91,6 +96,14 @@ impl EventStoreBuilder {
         self
     }
 
+    /// Where the store finds the keys that seal and open `#[personal]` parameters (see
+    /// [`backbone_core::personal`]); by default a [`RedisKeyStore`](crate::RedisKeyStore) on
+    /// the store's connection. Use the same as the contract's producers and consumers.
+    pub fn key_store(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.key_store.set(keys);
+        self
+    }
+
     /// Connects a store for events of type `E` (a contract's generated `XEvent`).
     pub async fn build<E: ContractEvent>(self) -> Result<EventStore<E>, Error> {
         let address = self.settings.address()?;
@@ -104,6 +117,7 @@ impl EventStoreBuilder {
             .await?;
         layout.check(&mut connection).await?;
         Ok(EventStore {
+            key_store: self.key_store.resolve(&connection),
             connection,
             layout,
             address,
@@ -122,6 +136,7 @@ pub struct EventStore<E> {
     address: StreamAddress,
     idempotency_ttl: Duration,
     caching: CachingPolicy,
+    pub(crate) key_store: Arc<dyn KeyStore>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -133,6 +148,7 @@ impl<E> Clone for EventStore<E> {
             address: self.address.clone(),
             idempotency_ttl: self.idempotency_ttl,
             caching: self.caching.clone(),
+            key_store: self.key_store.clone(),
             _event: PhantomData,
         }
     }

@@ -1,6 +1,7 @@
 //! Reading the store: an aggregate's events by version (paged, or as a `Stream`), and the
 //! contract's stream between two times.
 
+use backbone_core::personal::{open_all, Sealed};
 use backbone_core::store::StoredEvent;
 use backbone_core::{ContractEvent, Error, Fields};
 use futures::Stream;
@@ -206,10 +207,37 @@ impl<E: ContractEvent> EventStore<E> {
                 Vec::new()
             };
         payloads.reverse();
-        let mut events = Vec::with_capacity(raw.len());
+        let mut parts = Vec::with_capacity(raw.len());
         for (entry, header) in raw.into_iter().zip(headers) {
             let fields =
                 parameters(&entry, &header, &mut payloads).map_err(|e| origin.bad(&entry, e))?;
+            parts.push((entry, header, fields));
+        }
+        let mut opened: Vec<Result<(), Error>> = parts.iter().map(|_| Ok(())).collect();
+        let mut sealed = Vec::new();
+        let mut at = Vec::new();
+        for (i, (_, header, fields)) in parts.iter_mut().enumerate() {
+            if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
+                at.push(i);
+                sealed.push(Sealed {
+                    subject,
+                    message_id: &header.message_id,
+                    personal: &header.personal,
+                    fields,
+                });
+            }
+        }
+        if !sealed.is_empty() {
+            for (i, result) in at
+                .into_iter()
+                .zip(open_all(&*self.key_store, sealed).await?)
+            {
+                opened[i] = result;
+            }
+        }
+        let mut events = Vec::with_capacity(parts.len());
+        for ((entry, header, fields), opened) in parts.into_iter().zip(opened) {
+            opened.map_err(|e| origin.bad(&entry, e))?;
             let event = E::decode(&header.operation, header.version, &fields)
                 .map_err(|e| origin.bad(&entry, e))?;
             let position = header.position.clone().unwrap_or_else(|| entry.id.clone());
