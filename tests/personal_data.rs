@@ -750,3 +750,83 @@ async fn a_personal_ttl_forgets_that_parameter_alone_in_memory_and_on_redis() {
         .unwrap();
     assert_eq!(left, Vec::<String>::new());
 }
+
+#[events_contract(storage = "inline")]
+pub trait Leads {
+    async fn captured(&self, #[subject] lead: String, #[personal] email: String, source: String);
+}
+
+struct Captured(mpsc::UnboundedSender<(Option<String>, String)>);
+
+#[async_trait]
+impl LeadsConsumer for Captured {
+    async fn captured(
+        &self,
+        _: &ConsumerContext,
+        _: String,
+        email: Personal<String>,
+        source: String,
+    ) -> HandlerResult {
+        let _ = self.0.send((email.into_known(), source));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn inline_personal_parameters_are_sealed_in_the_entry_and_forgotten() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("leads");
+    let lead = unique_name("lead");
+    let producer = RedisProducerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .build_leads_producer()
+        .await
+        .unwrap();
+    producer
+        .captured(lead.clone(), EMAIL.into(), "fair".into())
+        .await
+        .unwrap();
+    let mut conn = common::raw(redis.url()).await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("bb:{{{uri}}}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fields = &entries[0].1;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("payload"), None, "inline: no hash");
+    assert!(field("param.email").unwrap().starts_with("v1.s."));
+    assert_eq!(field("param.source").as_deref(), Some("\"fair\""));
+    assert!(fields.iter().all(|(_, v)| !v.contains(EMAIL)));
+    let read = |group: &'static str| {
+        let (url, uri) = (redis.url().to_owned(), uri.clone());
+        async move {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let lifetime = RedisConsumerBuilder::new()
+                .url(url)
+                .uri(uri)
+                .group(group)
+                .max_messages(1)
+                .subscribe_leads_consumer(Captured(tx))
+                .await
+                .unwrap();
+            lifetime.completion().await.unwrap();
+            rx.recv().await.unwrap()
+        }
+    };
+    assert_eq!(
+        read("before").await,
+        (Some(EMAIL.to_owned()), "fair".into())
+    );
+    let keys = RedisKeyStore::new(common::inspect(redis.url()).await);
+    assert!(keys.forget(&lead).await.unwrap());
+    assert_eq!(read("after").await, (None, "fair".into()));
+}
