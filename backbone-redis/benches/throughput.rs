@@ -8,7 +8,8 @@
 //! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7), produce
 //! and consume with a `tracing` subscriber and a `metrics` recorder installed against the same
 //! with nothing listening (8), the inline storage against the hash layout and raw: produce,
-//! consume and memory per event (9). Each
+//! consume and memory per event (9), and personal (sealed) parameters against the hash layout
+//! (10). Each
 //! scenario alternates framework and raw runs on fresh streams so drift hits both, and reports
 //! events/s (or ms, bytes) for both and the ratio framework/raw. See `--help`.
 
@@ -30,6 +31,8 @@ mod latency;
 mod memory;
 #[path = "throughput/options.rs"]
 mod options;
+#[path = "throughput/personal.rs"]
+mod personal;
 #[path = "throughput/produce.rs"]
 mod produce;
 #[path = "throughput/report.rs"]
@@ -97,7 +100,7 @@ async fn run(opts: Options) -> Res<bool> {
             ctx.opts.events, ctx.opts.rounds, ctx.opts.duration_s, ctx.opts.long_len
         );
     }
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("produce", |c| Box::pin(produce::run(c))),
         ("consume", |c| Box::pin(consume::run(c))),
         ("latency", |c| Box::pin(latency::run(c))),
@@ -107,6 +110,7 @@ async fn run(opts: Options) -> Res<bool> {
         ("cluster", |c| Box::pin(cluster::run(c))),
         ("instrumented", |c| Box::pin(instrumented::run(c))),
         ("inline", |c| Box::pin(inline::run(c))),
+        ("personal", |c| Box::pin(personal::run(c))),
     ];
     assert_eq!(scenarios.map(|(name, _)| name), options::SCENARIOS);
     let started = Instant::now();

@@ -47,11 +47,28 @@ async fn produce_inline(ctx: &Ctx, uri: &str, n: u64) -> Res<Duration> {
     .await
 }
 
-/// Which side of a round: 0 framework hash, 1 framework inline, 2 raw.
-async fn write(ctx: &Ctx, side: usize, uri: &str, n: u64) -> Res<Duration> {
-    match side {
-        0 => produce(ctx, Writer::Framework, uri, n).await,
-        1 => produce_inline(ctx, uri, n).await,
+/// What side 1 of a round sends: scenario 9 inline, scenario 10 personal (sealed).
+#[derive(Clone, Copy)]
+pub enum Variant {
+    Inline,
+    Personal,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Inline => "inline",
+            Variant::Personal => "personal",
+        }
+    }
+}
+
+/// Which side of a round: 0 framework hash, 1 framework `variant`, 2 raw.
+async fn write(ctx: &Ctx, variant: Variant, side: usize, uri: &str, n: u64) -> Res<Duration> {
+    match (side, variant) {
+        (0, _) => produce(ctx, Writer::Framework, uri, n).await,
+        (1, Variant::Inline) => produce_inline(ctx, uri, n).await,
+        (1, Variant::Personal) => crate::personal::produce_personal(ctx, uri, n).await,
         _ => produce(ctx, Writer::RawPipeline, uri, n).await,
     }
 }
@@ -63,17 +80,18 @@ async fn read(ctx: &Ctx, side: usize, uri: &str, n: u64) -> Res<Duration> {
     }
 }
 
-fn cpu_rows(what: &str, runs: &[Vec<Run>; 3]) -> Vec<Row> {
+pub fn cpu_rows(what: &str, variant: Variant, runs: &[Vec<Run>; 3]) -> Vec<Row> {
     let us = |f: fn(&[Run]) -> f64, i: usize| f(&runs[i]);
+    let v = variant.name();
     vec![
         Row::new(
-            format!("  {what} inline: Redis CPU per event (us)"),
+            format!("  {what} {v}: Redis CPU per event (us)"),
             format!("{:.1} us", us(cpu_us, 1)),
             format!("{:.1} us", us(cpu_us, 2)),
         )
         .ratio(us(cpu_us, 1) / us(cpu_us, 2)),
         Row::new(
-            format!("  {what} inline: client CPU per event (us)"),
+            format!("  {what} {v}: client CPU per event (us)"),
             format!("{:.1} us", us(client_us, 1)),
             format!("{:.1} us", us(client_us, 2)),
         )
@@ -81,11 +99,13 @@ fn cpu_rows(what: &str, runs: &[Vec<Run>; 3]) -> Vec<Row> {
     ]
 }
 
-pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
+/// Warms up, then alternates the three sides' produce and consume runs for each round:
+/// `[framework hash, framework variant, raw]` produced and consumed.
+pub async fn rounds(ctx: &Ctx, variant: Variant) -> Res<([Vec<Run>; 3], [Vec<Run>; 3])> {
     let n = ctx.opts.events;
     for side in 0..3 {
         let uri = unique_name("warmup");
-        write(ctx, side, &uri, n.min(2_000)).await?;
+        write(ctx, variant, side, &uri, n.min(2_000)).await?;
         read(ctx, side, &uri, n.min(2_000)).await?;
     }
     ctx.cleanup().await?;
@@ -99,13 +119,19 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
         }
         let uris = [0, 1, 2].map(|_| unique_name("inline"));
         for &side in &order {
-            produced[side].push(measured(ctx, n, write(ctx, side, &uris[side], n)).await?);
+            produced[side].push(measured(ctx, n, write(ctx, variant, side, &uris[side], n)).await?);
         }
         for &side in &order {
             consumed[side].push(measured(ctx, n, read(ctx, side, &uris[side], n)).await?);
         }
         ctx.cleanup().await?;
     }
+    Ok((produced, consumed))
+}
+
+pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
+    let n = ctx.opts.events;
+    let (produced, consumed) = rounds(ctx, Variant::Inline).await?;
     let p = [0, 1, 2].map(|i| rate(&produced[i]));
     let c = [0, 1, 2].map(|i| rate(&consumed[i]));
 
@@ -143,7 +169,7 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
         .ratio(p[1] / p[0]),
         Row::new("  produce hash layout (framework)", eps(p[0]), eps(p[2])).ratio(p[0] / p[2]),
     ];
-    rows.extend(cpu_rows("produce", &produced));
+    rows.extend(cpu_rows("produce", Variant::Inline, &produced));
     rows.extend([
         Row::new(
             format!("9 consume inline ({n} ev, batch {})", ctx.opts.batch),
@@ -159,7 +185,7 @@ pub async fn run(ctx: &Ctx) -> Res<(Vec<Row>, serde_json::Value)> {
         .ratio(c[1] / c[0]),
         Row::new("  consume hash layout (framework)", eps(c[0]), eps(c[2])).ratio(c[0] / c[2]),
     ]);
-    rows.extend(cpu_rows("consume", &consumed));
+    rows.extend(cpu_rows("consume", Variant::Inline, &consumed));
     rows.push(
         Row::new(
             format!("9 memory/event inline vs hash layout ({m} ev, framework)"),

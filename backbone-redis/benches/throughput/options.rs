@@ -25,7 +25,7 @@ Framework vs raw redis-rs doing the same Redis work, on $REDIS_URL or a redis-se
   --help          this text";
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "produce",
     "consume",
     "latency",
@@ -35,6 +35,7 @@ pub const SCENARIOS: [&str; 9] = [
     "cluster",
     "instrumented",
     "inline",
+    "personal",
 ];
 
 #[derive(Debug, Clone, Serialize)]
