@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use backbone_core::envelope::{Envelope, Headers, TraceContext};
-use backbone_core::personal::PERSONAL_FIELD_SEPARATOR;
+use backbone_core::personal::{Sealed, PERSONAL_FIELD_SEPARATOR};
 use backbone_core::{Error, Fields, MessageId, Metadata, StreamAddress};
 use redis::Value;
 
@@ -130,6 +130,18 @@ pub(crate) struct EntryHeader {
 }
 
 impl EntryHeader {
+    /// The entry's sealed parameters in `fields`, to open, when it has any (a `subject` and a
+    /// non-empty `personal` field).
+    pub fn sealed<'a>(&'a self, fields: &'a mut Fields) -> Option<Sealed<'a>> {
+        let subject = self.subject.as_deref()?;
+        (!self.personal.is_empty()).then_some(Sealed {
+            subject,
+            message_id: &self.message_id,
+            personal: &self.personal,
+            fields,
+        })
+    }
+
     /// The metadata a handler or a reader sees for this entry. `stream_id` is the entry's
     /// position in the contract's stream.
     pub fn metadata(

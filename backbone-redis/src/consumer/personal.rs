@@ -3,7 +3,7 @@
 //! marked forgotten. A value that cannot be opened makes its job a bad event (dead-lettered
 //! with the reason); the key store failing fails the fetch (tried again, or fatal for NOPERM).
 
-use backbone_core::personal::{open_all, KeyStore, Sealed};
+use backbone_core::personal::{open_all, KeyStore};
 use backbone_core::Error;
 
 use super::job::{Job, Payload};
@@ -20,14 +20,9 @@ pub(super) async fn open(
         let (Ok(header), Payload::Fields(fields)) = (&job.header, &mut job.payload) else {
             continue;
         };
-        if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
+        if let Some(one) = header.sealed(fields) {
             at.push(i);
-            sealed.push(Sealed {
-                subject,
-                message_id: &header.message_id,
-                personal: &header.personal,
-                fields,
-            });
+            sealed.push(one);
         }
     }
     if sealed.is_empty() {

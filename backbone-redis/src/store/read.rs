@@ -1,7 +1,7 @@
 //! Reading the store: an aggregate's events by version (paged, or as a `Stream`), and the
 //! contract's stream between two times.
 
-use backbone_core::personal::{open_all, Sealed};
+use backbone_core::personal::open_all;
 use backbone_core::store::StoredEvent;
 use backbone_core::{ContractEvent, Error, Fields};
 use futures::Stream;
@@ -217,14 +217,9 @@ impl<E: ContractEvent> EventStore<E> {
         let mut sealed = Vec::new();
         let mut at = Vec::new();
         for (i, (_, header, fields)) in parts.iter_mut().enumerate() {
-            if let (Some(subject), false) = (&header.subject, header.personal.is_empty()) {
+            if let Some(one) = header.sealed(fields) {
                 at.push(i);
-                sealed.push(Sealed {
-                    subject,
-                    message_id: &header.message_id,
-                    personal: &header.personal,
-                    fields,
-                });
+                sealed.push(one);
             }
         }
         if !sealed.is_empty() {
