@@ -293,6 +293,7 @@ impl Producer {
                 trace: None,
                 subject,
                 personal,
+                objects: Vec::new(),
             },
             storage: operation.storage,
         };

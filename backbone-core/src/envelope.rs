@@ -156,6 +156,9 @@ pub struct Envelope {
     /// The parameters sealed with the subject's key (see [`personal`](crate::personal)); the
     /// channel records their names so that readers open them.
     pub personal: Vec<&'static str>,
+    /// The parameters whose values are in an object store, their fields holding references
+    /// (see [`objects`](crate::objects)); the channel records their names.
+    pub objects: Vec<String>,
 }
 
 impl fmt::Display for TraceContext {

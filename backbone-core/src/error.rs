@@ -281,6 +281,26 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A parameter of a received event that lives in an object store
+    /// ([`Storage::Object`](crate::storage::Storage::Object)) cannot be had: its object is
+    /// missing (deleted by retention), is not the one the entry refers to (size or SHA-256
+    /// differ), or its reference is malformed. The event is bad. The object store failing
+    /// is [`Error::Channel`] instead.
+    ///
+    /// ```
+    /// use backbone_core::Error;
+    ///
+    /// let err = Error::BadObject { parameter: "scan".into(), reason: "the object is missing".into() };
+    /// assert_eq!(err.to_string(), "parameter `scan` in the object store: the object is missing");
+    /// assert!(err.is_bad_event());
+    /// ```
+    #[error("parameter `{parameter}` in the object store: {reason}")]
+    BadObject {
+        /// The parameter.
+        parameter: String,
+        /// What was wrong (never the parameter's value).
+        reason: String,
+    },
 }
 
 /// What differs between an append and the earlier append whose idempotency key it reuses
@@ -373,12 +393,13 @@ impl Error {
             Error::Upcast { .. } => "upcast",
             Error::NoSubject { .. } => "no_subject",
             Error::Unsealable { .. } => "unsealable",
+            Error::BadObject { .. } => "bad_object",
         }
     }
 
     /// True for problems with one event's content (malformed entry, missing payload, decode
     /// failure, unknown operation, a failed upcaster, a personal parameter that cannot be
-    /// decrypted, and a [`Error::BadStoredEvent`] wrapping one of them): the
+    /// decrypted, a parameter whose object is missing or altered, and a [`Error::BadStoredEvent`] wrapping one of them): the
     /// event is bad, the channel is fine.
     pub fn is_bad_event(&self) -> bool {
         matches!(
@@ -390,6 +411,7 @@ impl Error {
                 | Error::UnknownOperation { .. }
                 | Error::Upcast { .. }
                 | Error::Unsealable { .. }
+                | Error::BadObject { .. }
         )
     }
 }

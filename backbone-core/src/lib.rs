@@ -57,6 +57,7 @@ pub mod memory;
 pub mod metadata;
 pub mod middleware;
 pub mod names;
+pub mod objects;
 pub mod observe;
 pub mod partition;
 pub mod personal;

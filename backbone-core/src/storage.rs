@@ -16,7 +16,8 @@ use std::fmt;
 /// assert_eq!("inline".parse::<Storage>().unwrap(), Storage::Inline);
 /// assert_eq!(Storage::Inline.to_string(), "inline");
 /// let err = "s3".parse::<Storage>().unwrap_err();
-/// assert!(err.contains("expected `hash` or `inline`"), "{err}");
+/// assert_eq!("object".parse::<Storage>().unwrap(), Storage::Object);
+/// assert!(err.contains("expected `hash`, `inline` or `object`"), "{err}");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -29,14 +30,26 @@ pub enum Storage {
     /// about half the memory per event. Sends stay idempotent through a producer id and a
     /// per-producer sequence instead of the payload hash.
     Inline,
+    /// As [`Inline`](Storage::Inline), except that each parameter larger than the threshold
+    /// goes to an object store (S3, GCS, Azure, local files; see [`objects`](crate::objects))
+    /// and its entry field holds a reference to it (size and SHA-256). The entry's `objects`
+    /// field names those parameters.
+    Object,
 }
 
 impl Storage {
-    /// The name used in attributes and documents: `hash` or `inline`.
+    /// Whether the parameters are fields of the stream entry (`inline`, `object`): no payload
+    /// hash, sends numbered per producer.
+    pub fn is_inline(self) -> bool {
+        matches!(self, Storage::Inline | Storage::Object)
+    }
+
+    /// The name used in attributes and documents: `hash`, `inline` or `object`.
     pub fn as_str(self) -> &'static str {
         match self {
             Storage::Hash => "hash",
             Storage::Inline => "inline",
+            Storage::Object => "object",
         }
     }
 }
@@ -54,8 +67,9 @@ impl std::str::FromStr for Storage {
         match s {
             "hash" => Ok(Storage::Hash),
             "inline" => Ok(Storage::Inline),
+            "object" => Ok(Storage::Object),
             other => Err(format!(
-                "unknown storage {other:?}: expected `hash` or `inline`"
+                "unknown storage {other:?}: expected `hash`, `inline` or `object`"
             )),
         }
     }

@@ -125,6 +125,7 @@ impl AppendOptions {
             trace: None,
             subject: None,
             personal: Vec::new(),
+            objects: Vec::new(),
         }
     }
 }

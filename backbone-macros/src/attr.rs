@@ -20,7 +20,7 @@ pub(crate) struct ContractArgs {
     /// `schema`: implement `ContractSchema` (needs backbone-core's `schema` feature and
     /// parameter types deriving `schemars::JsonSchema`).
     pub(crate) schema: bool,
-    /// `storage = "hash" | "inline"`: where the operations' parameters live by default.
+    /// `storage = "hash" | "inline" | "object"`: where the operations' parameters live by default.
     pub(crate) storage: Option<LitStr>,
 }
 
@@ -98,7 +98,7 @@ pub(crate) struct EventArgs {
     pub(crate) deprecated: Option<LitStr>,
     /// `upcast = path`: the function reading this (old) operation as a newer one.
     pub(crate) upcast: Option<syn::Path>,
-    /// `storage = "hash" | "inline"`: where this operation's parameters live.
+    /// `storage = "hash" | "inline" | "object"`: where this operation's parameters live.
     pub(crate) storage: Option<LitStr>,
 }
 
@@ -209,7 +209,7 @@ fn string_value(meta: &Meta, key: &str, example: &str) -> syn::Result<LitStr> {
 }
 
 /// The storage strategies `storage = "..."` accepts.
-pub(crate) const STORAGES: &[&str] = &["hash", "inline"];
+pub(crate) const STORAGES: &[&str] = &["hash", "inline", "object"];
 
 /// The string literal of `storage = "hash"` or `storage = "inline"`.
 fn storage_value(meta: &Meta) -> syn::Result<LitStr> {
@@ -219,7 +219,8 @@ fn storage_value(meta: &Meta) -> syn::Result<LitStr> {
             lit.span(),
             format_args!(
                 "unknown storage {:?}: expected \"hash\" (a payload hash per event, the \
-                 default) or \"inline\" (the parameters in the stream entry)",
+                 default), \"inline\" (the parameters in the stream entry) or \"object\" (inline, large \
+                 parameters in an object store)",
                 lit.value()
             ),
         ));

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use backbone_core::envelope::{Envelope, Headers, TraceContext};
+use backbone_core::objects::{parse_names, OBJECTS_FIELD_SEPARATOR};
 use backbone_core::personal::{Sealed, PERSONAL_FIELD_SEPARATOR};
 use backbone_core::{Error, Fields, MessageId, Metadata, StreamAddress};
 use redis::Value;
@@ -51,6 +52,9 @@ pub const SUBJECT: &str = "subject";
 /// Entry field: the parameters sealed with the subject's key, comma-separated (absent when
 /// none).
 pub const PERSONAL: &str = "personal";
+/// Entry field: the parameters whose fields hold references to objects in an object store
+/// (comma-separated; see [`backbone_core::objects`]).
+pub const OBJECTS: &str = "objects";
 
 /// The entry fields an event's ordering key and envelope become, in the order they are
 /// written (see the constants above).
@@ -95,6 +99,10 @@ pub(crate) fn envelope_fields<'a>(
             .join(&PERSONAL_FIELD_SEPARATOR.to_string());
         out.push((Cow::Borrowed(PERSONAL), Cow::Owned(names)));
     }
+    if !envelope.objects.is_empty() {
+        let names = envelope.objects.join(&OBJECTS_FIELD_SEPARATOR.to_string());
+        out.push((Cow::Borrowed(OBJECTS), Cow::Owned(names)));
+    }
     out
 }
 
@@ -127,6 +135,8 @@ pub(crate) struct EntryHeader {
     pub subject: Option<String>,
     /// The sealed parameters (entry field `personal`).
     pub personal: Vec<String>,
+    /// The parameters in an object store (entry field `objects`).
+    pub objects: Vec<String>,
 }
 
 impl EntryHeader {
@@ -274,9 +284,21 @@ impl RawEntry {
                 "field `personal` names sealed parameters but field `subject` is missing",
             ));
         }
+        let objects = match optional(OBJECTS)? {
+            Some(names) => parse_names(&names)
+                .map_err(|e| Error::malformed(&self.id, format!("field `{OBJECTS}`: {e}")))?,
+            None => Vec::new(),
+        };
+        if !objects.is_empty() && !inline {
+            return Err(Error::malformed(
+                &self.id,
+                format!("field `{OBJECTS}` names parameters, but the entry has none inline"),
+            ));
+        }
         Ok(EntryHeader {
             subject,
             personal,
+            objects,
             correlation_id,
             causation_id,
             headers,

@@ -62,6 +62,12 @@ kinds_contract!(
     InlineKinds
 );
 
+kinds_contract!(
+    /// [`Kinds`] with its large parameters in an object store.
+    #[events_contract(storage = "object")]
+    ObjectKinds
+);
+
 /// A [`User`] with every field set and text that needs escaping.
 pub fn user(name: &str) -> User {
     User {

@@ -86,6 +86,7 @@ fn operations_const(contract: &Contract) -> TokenStream {
         };
         let storage = match op.storage.as_str() {
             "inline" => quote!(#krate::storage::Storage::Inline),
+            "object" => quote!(#krate::storage::Storage::Object),
             _ => quote!(#krate::storage::Storage::Hash),
         };
         let personal = op.params.iter().filter(|p| p.personal).map(|p| {

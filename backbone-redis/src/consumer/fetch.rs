@@ -111,7 +111,8 @@ pub(super) async fn jobs(
         .collect())
 }
 
-/// [`jobs`], with their personal parameters opened (see [`super::personal`]).
+/// [`jobs`], with their objects fetched (see [`super::objects`]) and their personal
+/// parameters opened (see [`super::personal`]).
 pub(super) async fn opened(
     shared: &Shared,
     conn: &mut Connection,
@@ -119,6 +120,7 @@ pub(super) async fn opened(
     counts: bool,
 ) -> Result<Vec<Job>, (Error, Vec<RawEntry>)> {
     let jobs = jobs(conn, &shared.keys, &shared.group, entries, counts).await?;
+    let jobs = super::objects::fetch(shared.objects.as_ref(), shared.keys.stream(), jobs).await?;
     super::personal::open(&*shared.key_store, jobs).await
 }
 

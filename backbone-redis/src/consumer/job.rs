@@ -49,6 +49,8 @@ pub(super) struct Shared {
     pub budget: Budget,
     /// Where the keys of personal parameters are.
     pub key_store: Arc<dyn KeyStore>,
+    /// Where parameters kept in an object store are read.
+    pub objects: Option<backbone_core::objects::ObjectStorage>,
 }
 
 /// An entry read, with its payload fetched.

@@ -14,6 +14,7 @@ mod gauges;
 mod health;
 mod job;
 mod messages;
+mod objects;
 mod ordered;
 mod partitions;
 mod personal;
@@ -38,6 +39,7 @@ use crate::connection::redis_error;
 use crate::key_store::KeyStoreSetting;
 use crate::keys::StreamKeys;
 use crate::settings::{settings_setters, RedisSettings};
+use backbone_core::objects::ObjectStorage;
 use backbone_core::personal::KeyStore;
 use budget::Budget;
 use fatal::Fatal;
@@ -114,6 +116,7 @@ pub struct RedisConsumerBuilder {
     middlewares: Middlewares,
     group_metrics_interval: Duration,
     key_store: KeyStoreSetting,
+    objects: Option<ObjectStorage>,
 }
 
 /// The default of [`RedisConsumerBuilder::max_buffered_bytes`]: 64 MiB.
@@ -140,6 +143,7 @@ impl Default for RedisConsumerBuilder {
             middlewares: Middlewares::default(),
             group_metrics_interval: Duration::from_secs(10),
             key_store: KeyStoreSetting::default(),
+            objects: None,
             lease_ttl: Duration::from_secs(5),
         }
     }
@@ -308,6 +312,16 @@ impl RedisConsumerBuilder {
         self
     }
 
+    /// Where this consumer finds the objects of parameters kept in an object store
+    /// ([`Storage::Object`](backbone_core::storage::Storage::Object)): the same store and root
+    /// as the producers'. Objects are read at `<root>/<this stream's key>/<message id>/<name>`
+    /// and checked against the entry's reference (size, SHA-256). Without it, an event with
+    /// objects is dead-lettered with that reason.
+    pub fn object_store(mut self, objects: ObjectStorage) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
     /// How often each partition's group state (pending, lag, consumers) is read with
     /// `XINFO GROUPS` for the middlewares' [`group_observed`](Middleware::group_observed)
     /// and the `backbone_group_*` gauges (default 10 s; at least 100 ms).
@@ -457,6 +471,7 @@ impl RedisConsumerBuilder {
         let key_store = self.key_store.resolve(&part.commands);
         let shared = Arc::new(Shared {
             key_store,
+            objects: self.objects.clone(),
             handler: self.middlewares.wrap(info.clone(), part.handler),
             middlewares: self.middlewares.clone(),
             info,

@@ -9,7 +9,7 @@
 //! redis-rs routes the pipeline by the EVALSHA's key), so the WAIT covers exactly that run's
 //! writes; an event is answered `Ok` only when WAIT counted enough replicas.
 //!
-//! Inline events ([`Storage::Inline`]) get their sequence number ([`Sequencer`]) when a batch
+//! Inline events ([`Storage::Inline`](backbone_core::storage::Storage::Inline), and `object`) get their sequence number ([`Sequencer`]) when a batch
 //! is formed, in the order batches are sent, and go in increasing order within their batch;
 //! the batch carries the sequencer's floor (see [`super::sequence`] for why that is sound when
 //! batches overlap and retries come after later batches).
@@ -21,7 +21,6 @@ use std::time::Duration;
 use crate::connection::Connection;
 use crate::entry::{envelope_fields, PARAM_PREFIX};
 use crate::lua::PUBLISH;
-use backbone_core::storage::Storage;
 use backbone_core::OutgoingEvent;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -102,7 +101,7 @@ impl Batcher {
     /// number is given up (unless another send of it lasts longer), so that it holds no later
     /// event back, and sending the event again gives it a new one.
     pub fn give_up(&self, event: &OutgoingEvent, deadline: Instant) {
-        if event.storage == Storage::Inline {
+        if event.storage.is_inline() {
             lock(&self.sequencer).give_up(&event.message_id, deadline);
         }
     }
@@ -204,9 +203,9 @@ impl Task {
         let (mut batch, floor) = {
             let mut sequencer = lock(&self.sequencer);
             let batch: Vec<(u64, Submission)> = live
-                .map(|s| match s.event.storage {
-                    Storage::Inline => (sequencer.assign(s.event.message_id, s.deadline), s),
-                    _ => (0, s),
+                .map(|s| match s.event.storage.is_inline() {
+                    true => (sequencer.assign(s.event.message_id, s.deadline), s),
+                    false => (0, s),
                 })
                 .collect();
             (batch, sequencer.floor(now))

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backbone_core::middleware::ChannelInfo;
+use backbone_core::objects::ObjectStorage;
 use backbone_core::personal::KeyStore;
+use backbone_core::storage::Storage;
 use backbone_core::{
     Error, MessageId, Middleware, Middlewares, OutgoingEvent, Producer, ProducerBuilder, Publish,
 };
@@ -71,6 +73,7 @@ pub struct RedisProducerBuilder {
     durable: Option<Durability>,
     middlewares: Middlewares,
     key_store: KeyStoreSetting,
+    objects: Option<ObjectStorage>,
 }
 
 impl RedisProducerBuilder {
@@ -161,6 +164,16 @@ impl RedisProducerBuilder {
         self
     }
 
+    /// Where the producers this builds put the large parameters of operations declared
+    /// `storage = "object"` ([`Storage::Object`](backbone_core::storage::Storage::Object)):
+    /// those above the threshold go to the store, at
+    /// `<root>/<stream key>/<message id>/<parameter>`. Without it, sending such an event fails
+    /// with [`Error::Config`] and writes nothing.
+    pub fn object_store(mut self, objects: ObjectStorage) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
     /// Checks the options, connects and returns the [`RedisPublisher`] that
     /// [`build_producer`](ProducerBuilder::build_producer) wraps: use it to send
     /// [`OutgoingEvent`]s directly.
@@ -236,6 +249,7 @@ impl RedisProducerBuilder {
             connection,
             send_timeout,
             producer_id,
+            objects: self.objects.clone(),
         })
     }
 }
@@ -295,6 +309,8 @@ pub struct RedisPublisher {
     send_timeout: Duration,
     /// A UUID v7, new for each built publisher: names its sequence records.
     producer_id: Arc<str>,
+    /// Where `storage = "object"` events' large parameters go.
+    objects: Option<ObjectStorage>,
 }
 
 /// Writes one partition.
@@ -480,9 +496,24 @@ impl RedisPublisher {
 
 #[async_trait]
 impl Publish for RedisPublisher {
-    async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error> {
-        let event = Arc::new(event);
+    async fn publish(&self, mut event: OutgoingEvent) -> Result<MessageId, Error> {
         let writer = self.writer_for(&event);
+        if event.storage == Storage::Object {
+            let objects = self.objects.as_ref().ok_or_else(|| {
+                Error::Config(format!(
+                    "operation `{}` keeps large parameters in an object store (storage = \
+                     \"object\"), and this producer has none: call \
+                     RedisProducerBuilder::object_store; nothing was written",
+                    event.operation
+                ))
+            })?;
+            let stream = writer.keys.stream();
+            let moved = objects
+                .offload(stream, &event.message_id, &mut event.fields)
+                .await?;
+            event.envelope.objects = moved;
+        }
+        let event = Arc::new(event);
         let started = Instant::now();
         let deadline = started + self.send_timeout;
         let mut backoff = Backoff::send();
@@ -510,6 +541,15 @@ impl Publish for RedisPublisher {
             let left = deadline.saturating_duration_since(Instant::now());
             if !failure.transient || backoff.peek() >= left {
                 writer.batcher.give_up(&event, deadline);
+                if let (None, Some(objects)) = (unknown, &self.objects) {
+                    // Not written: its objects are nobody's.
+                    let names = &event.envelope.objects;
+                    let stream = writer.keys.stream();
+                    if let Err(e) = objects.delete(stream, &event.message_id, names).await {
+                        tracing::warn!(stream, message_id = %event.message_id, error = %e,
+                            "cannot delete the objects of an event that was not written");
+                    }
+                }
                 let error = self.failed(
                     writer, &event, attempts, started, failure, last_error, unknown,
                 );

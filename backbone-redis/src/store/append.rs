@@ -85,6 +85,14 @@ impl<E: ContractEvent> EventStore<E> {
             .iter()
             .map(|event| Ok((event.operation(), event.encode()?)))
             .collect::<Result<Vec<_>, Error>>()?;
+        if let Some((operation, _)) = encoded.iter().find(|(op, _)| op.storage == Storage::Object) {
+            return Err(Error::Config(format!(
+                "operation `{}` keeps large parameters in an object store (storage = \"object\"): \
+                 the event store does not; declare it `hash` or `inline` for the store. Nothing \
+                 was written",
+                operation.name
+            )));
+        }
         let fingerprint = match options.idempotency_key {
             Some(_) => fingerprint(&encoded),
             None => String::new(),

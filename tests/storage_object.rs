@@ -1,0 +1,228 @@
+//! Object storage over real Redis, with `object_store`'s local-filesystem backend: parameters
+//! above the threshold are files under `<root>/<stream key>/<message id>/<parameter>`, their
+//! entry fields hold references and the entry's `objects` field names them. Every parameter
+//! kind round-trips through a consumer; a missing or replaced object, and a consumer without
+//! an object store, dead-letter the event with the reason; a producer without an object store
+//! writes nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use backbone_core::objects::object_store::local::LocalFileSystem;
+use backbone_core::objects::ObjectStorage;
+use backbone_core::storage::Storage;
+use backbone_core::{ContractEvent, Error, MessageId};
+use backbone_redis::testing::{shared, unique_name};
+use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder};
+use common::*;
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
+
+/// Objects in files under `dir`, for parameters above 64 bytes.
+fn files(dir: &tempfile::TempDir) -> ObjectStorage {
+    let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    ObjectStorage::new(Arc::new(store)).threshold(64)
+}
+
+async fn object_producer(url: &str, uri: &str, objects: &ObjectStorage) -> ObjectKindsProducer {
+    RedisProducerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .object_store(objects.clone())
+        .build_object_kinds_producer()
+        .await
+        .unwrap()
+}
+
+/// The files under `dir`, as paths relative to it.
+fn stored(dir: &tempfile::TempDir) -> Vec<String> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir.path(), dir.path(), &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_parameter_kind_round_trips_through_an_object_store() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-kinds");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let sent = kinds_cases();
+    let converted: Vec<ObjectKindsEvent> = sent.iter().map(convert).collect();
+    assert!(converted
+        .iter()
+        .all(|e| e.operation().storage == Storage::Object));
+    let mut ids = Vec::new();
+    for event in &converted {
+        ids.push(producer.producer().send(event).await.unwrap());
+    }
+
+    // The large parameters are files at the derived paths; the entries refer to them.
+    let stream = keys(&uri).stream().to_owned();
+    let mut raw = raw(redis.url()).await;
+    let entries: redis::streams::StreamRangeReply = raw.xrange_all(&stream).await.unwrap();
+    let mut expected = Vec::new();
+    for (entry, id) in entries.ids.iter().zip(&ids) {
+        let Some(names) = entry.get::<String>("objects") else {
+            continue;
+        };
+        for name in names.split(',') {
+            let field: String = entry.get(&format!("param.{name}")).unwrap();
+            assert!(field.starts_with("obj.v1."), "{field}");
+            expected.push(objects.path(&stream, id, name).to_string());
+        }
+    }
+    // The 2 MiB text, the nested user and its list (the map and the rest are at most 64 bytes).
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    expected.sort();
+    assert_eq!(stored(&dir), expected);
+    assert!(
+        entries
+            .ids
+            .iter()
+            .all(|e| e.get::<String>("payload").is_none()),
+        "no payload hash"
+    );
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .object_store(objects)
+        .max_messages(sent.len() as u64)
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let got = collect(&mut rx, sent.len(), WAIT).await;
+    lifetime.completion().await.unwrap();
+    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(&sent)) {
+        assert_eq!(&meta.message_id, id);
+        assert_eq!(format!("{event:?}"), format!("{expected:?}"), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn missing_and_replaced_objects_and_a_consumer_without_a_store_dead_letter() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-bad");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let big = || ObjectKindsEvent::Text { s: "y".repeat(500) };
+    let missing = producer.producer().send(&big()).await.unwrap();
+    let replaced = producer.producer().send(&big()).await.unwrap();
+    let good = producer.producer().send(&big()).await.unwrap();
+    let stream = keys(&uri).stream().to_owned();
+    let path = |id: &MessageId| dir.path().join(objects.path(&stream, id, "s").as_ref());
+    std::fs::remove_file(path(&missing)).unwrap();
+    std::fs::write(path(&replaced), format!("\"{}\"", "z".repeat(500))).unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .object_store(objects.clone())
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, 2).await;
+    let got = collect(&mut rx, 1, WAIT).await;
+    lifetime.shutdown().await.unwrap();
+    assert_eq!(got[0].0.message_id, good, "the consumer went on");
+    let letters = dead.list(None, 10).await.unwrap();
+    let reason = |id: MessageId| {
+        let letter = letters.iter().find(|l| l.message_id == Some(id)).unwrap();
+        letter.reason.clone()
+    };
+    let gone = reason(missing);
+    assert!(
+        gone.contains("parameter `s` in the object store") && gone.contains("is missing"),
+        "{gone}"
+    );
+    let other = reason(replaced);
+    assert!(
+        other.contains("is not the one the entry refers to"),
+        "{other}"
+    );
+    assert!(!other.contains("zzz"), "never the value: {other}");
+
+    // A consumer of another group without an object store: dead letters saying so.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .group("no-store")
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let dead = DeadLetters::connect(redis.url(), None, &uri, "no-store")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, 3).await;
+    lifetime.shutdown().await.unwrap();
+    let letters = dead.list(None, 10).await.unwrap();
+    let letter = letters.iter().find(|l| l.message_id == Some(good)).unwrap();
+    assert!(
+        letter.reason.contains("this consumer has none"),
+        "{}",
+        letter.reason
+    );
+}
+
+#[tokio::test]
+async fn a_producer_without_an_object_store_writes_nothing() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-none");
+    let producer = RedisProducerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .build_object_kinds_producer()
+        .await
+        .unwrap();
+    let err = producer
+        .producer()
+        .send(&ObjectKindsEvent::Unit {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("operation `unit`") && text.contains("object_store"),
+        "{text}"
+    );
+    let mut raw = raw(redis.url()).await;
+    let exists: bool = raw.exists(keys(&uri).stream()).await.unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn a_send_that_is_not_written_deletes_its_objects() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-unwritten");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let producer = object_producer(redis.url(), &uri, &objects).await;
+    // The stream key holds a string: the publish script refuses before writing anything.
+    let mut raw = raw(redis.url()).await;
+    let _: () = raw.set(keys(&uri).stream(), "not a stream").await.unwrap();
+    let big = ObjectKindsEvent::Text { s: "w".repeat(500) };
+    let err = producer.producer().send(&big).await.unwrap_err();
+    assert!(err.to_string().contains("not written"), "{err}");
+    assert_eq!(stored(&dir), Vec::<String>::new());
+}
