@@ -78,7 +78,7 @@ impl Fixture {
     }
 
     /// What the dead-letter script does: `XACK`, then `XADD` of the fields and the `dead.*`
-    /// fields. Returns the dead letter's id.
+    /// fields, and a hold on the payload. Returns the dead letter's id.
     async fn seed(&mut self, stream_id: &str, fields: &Fields, reason: &str) -> String {
         let _: i64 = self
             .raw
@@ -96,7 +96,13 @@ impl Fixture {
         ] {
             all.push((name.to_owned(), value.as_bytes().to_vec()));
         }
-        self.raw.xadd(self.dead.key(), "*", &all).await.unwrap()
+        let id = self.raw.xadd(self.dead.key(), "*", &all).await.unwrap();
+        let field = |name: &str| fields.iter().find(|(n, _)| n == name);
+        if let (Some((_, message_id)), Some(_)) = (field("message_id"), field("payload")) {
+            let holds = format!("bb:{{{}}}:holds", self.uri);
+            let _: i64 = self.raw.hincr(holds, message_id, 1).await.unwrap();
+        }
+        id
     }
 
     async fn stream_len(&mut self) -> u64 {
@@ -286,6 +292,15 @@ async fn purge_one_and_purge_all() {
     assert_eq!(f.dead.purge_all().await.unwrap(), 2);
     assert!(f.dead.is_empty().await.unwrap());
     assert_eq!(f.stream_len().await, 3, "the stream is untouched");
+    // The entries are still in the stream: their payloads stay, and no hold is left.
+    let hashes: Vec<String> = f
+        .raw
+        .keys(format!("bb:{{{}}}:payload:*", f.uri))
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 3);
+    let holds: u64 = f.raw.hlen(format!("bb:{{{}}}:holds", f.uri)).await.unwrap();
+    assert_eq!(holds, 0);
 }
 
 #[tokio::test]

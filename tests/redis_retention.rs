@@ -74,12 +74,18 @@ async fn trimming_keeps_what_groups_need_and_what_dead_letters_refer_to() {
         .xadd(keys.dead_letters("fast"), "*", &dead)
         .await
         .unwrap();
+    // ... and holds it, as the dead-letter script records.
+    let _: i64 = raw
+        .hincr(keys.holds(), sent[1].to_string(), 1)
+        .await
+        .unwrap();
     let admin = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
 
     let report = admin.trim(0).await.unwrap();
     let expected = TrimReport {
         entries: 3,
         payloads: 2,
+        objects: 0,
         held_back_by: Some("slow".into()),
     };
     assert_eq!(report, expected);
@@ -104,6 +110,7 @@ async fn trimming_keeps_what_groups_need_and_what_dead_letters_refer_to() {
     let expected = TrimReport {
         entries: 3,
         payloads: 3,
+        objects: 0,
         held_back_by: Some("fast".into()),
     };
     assert_eq!(report, expected, "entries pending in fast stay");
@@ -119,6 +126,7 @@ async fn trimming_keeps_what_groups_need_and_what_dead_letters_refer_to() {
     let expected = TrimReport {
         entries: 4,
         payloads: 4,
+        objects: 0,
         held_back_by: None,
     };
     assert_eq!(report, expected);
@@ -142,6 +150,7 @@ async fn trim_keeps_the_newest_and_trim_before_drops_the_older() {
     let expected = TrimReport {
         entries: 2480,
         payloads: 2480,
+        objects: 0,
         held_back_by: None,
     };
     assert_eq!(report, expected);
@@ -275,4 +284,118 @@ async fn bad_input_is_a_clear_error() {
             .starts_with("invalid configuration: invalid Redis URL \"http://nope\""),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_replayed_event_keeps_its_payload_until_its_last_reference_goes() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("trim-replayed");
+    let keys = keys(&uri);
+    let sent = send(&producer(redis.url(), &uri).await, 0..3).await;
+    // Tick 1 fails once and is dead-lettered; the other ticks are handled.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let failing = TickRecorder {
+        fail: |n| n == 1,
+        ..TickRecorder::new("c", tx.clone())
+    };
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .group("g")
+        .retry(quick_retry(1))
+        .subscribe_ticks_consumer(failing)
+        .await
+        .unwrap();
+    let dead = backbone_redis::DeadLetters::connect(redis.url(), None, &uri, "g")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, 1).await;
+    collect(&mut rx, 2, WAIT).await;
+    lifetime.shutdown().await.unwrap();
+    let mut raw = raw(redis.url()).await;
+    let held: Option<u64> = raw.hget(keys.holds(), sent[1].to_string()).await.unwrap();
+    assert_eq!(held, Some(1), "the dead letter holds the payload");
+
+    // Replay it, then trim the three original entries: the replayed entry keeps the payload.
+    let letter = dead.list(None, 1).await.unwrap().remove(0);
+    dead.replay(&letter.id).await.unwrap();
+    let admin = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let report = admin.trim(1).await.unwrap();
+    let expected = TrimReport {
+        entries: 3,
+        payloads: 2,
+        objects: 0,
+        held_back_by: None,
+    };
+    assert_eq!(report, expected);
+    assert!(exists(&mut raw, &keys.payload(&sent[1])).await);
+    let lifetime = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .group("g")
+        .subscribe_ticks_consumer(TickRecorder::new("c", tx))
+        .await
+        .unwrap();
+    let seen = collect(&mut rx, 1, WAIT).await;
+    assert_eq!((seen[0].n, seen[0].meta.message_id), (1, sent[1]));
+    lifetime.shutdown().await.unwrap();
+
+    // Its last entry trimmed, nothing holds the payload any more.
+    let report = admin.trim(0).await.unwrap();
+    assert_eq!((report.entries, report.payloads), (1, 1));
+    assert!(!exists(&mut raw, &keys.payload(&sent[1])).await);
+    let holds: u64 = raw.hlen(keys.holds()).await.unwrap();
+    assert_eq!(holds, 0);
+}
+
+#[tokio::test]
+async fn purging_the_last_reference_releases_the_payload() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("purge-release");
+    let keys = keys(&uri);
+    let sent = send(&producer(redis.url(), &uri).await, 0..2).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Two groups give up on tick 0: two dead letters hold its payload.
+    let mut lifetimes = Vec::new();
+    for group in ["a", "b"] {
+        let failing = TickRecorder {
+            fail: |n| n == 0,
+            ..TickRecorder::new(group, tx.clone())
+        };
+        let lifetime = RedisConsumerBuilder::new()
+            .url(redis.url())
+            .uri(&uri)
+            .group(group)
+            .retry(quick_retry(1))
+            .subscribe_ticks_consumer(failing)
+            .await
+            .unwrap();
+        lifetimes.push(lifetime);
+    }
+    let open =
+        |group: &'static str| backbone_redis::DeadLetters::connect(redis.url(), None, &uri, group);
+    let (a, b) = (open("a").await.unwrap(), open("b").await.unwrap());
+    wait_dead_letters(&a, 1).await;
+    wait_dead_letters(&b, 1).await;
+    collect(&mut rx, 2, WAIT).await;
+    for lifetime in lifetimes {
+        lifetime.shutdown().await.unwrap();
+    }
+    let mut raw = raw(redis.url()).await;
+    let admin = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let report = admin.trim(0).await.unwrap();
+    assert_eq!(
+        (report.entries, report.payloads),
+        (2, 1),
+        "tick 0's payload is held"
+    );
+    assert_eq!(a.purge_all().await.unwrap(), 1);
+    assert!(
+        exists(&mut raw, &keys.payload(&sent[0])).await,
+        "b still holds it"
+    );
+    assert_eq!(b.purge_all().await.unwrap(), 1);
+    assert!(!exists(&mut raw, &keys.payload(&sent[0])).await);
+    let holds: u64 = raw.hlen(keys.holds()).await.unwrap();
+    assert_eq!(holds, 0);
 }

@@ -371,6 +371,7 @@ async fn trimming_removes_inline_entries_with_nothing_else_to_delete() {
     let expected = TrimReport {
         entries: 10,
         payloads: 0,
+        objects: 0,
         held_back_by: None,
     };
     assert_eq!(report, expected);

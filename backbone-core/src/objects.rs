@@ -43,6 +43,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 pub use object_store;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -178,7 +179,7 @@ impl ObjectStorage {
             let reference = reference(&value);
             let path = self.path(stream, message_id, &name);
             if let Err(e) = self.store.put(&path, PutPayload::from(value)).await {
-                let _ = self.delete(stream, message_id, &moved).await;
+                let _ = self.delete(stream, message_id).await;
                 return Err(Error::channel(format!("put object {path}"), e));
             }
             fields.set(&name, reference.into_bytes());
@@ -233,24 +234,45 @@ impl ObjectStorage {
         Ok(())
     }
 
-    /// Deletes the objects of the parameters `names` of one event; returns how many there
-    /// were (a missing one is no error).
-    pub async fn delete(
-        &self,
-        stream: &str,
-        message_id: &MessageId,
-        names: &[String],
-    ) -> Result<usize, Error> {
+    /// Deletes every object of the event `message_id` in `stream`: one listing of the event's
+    /// prefix (`<root>/<stream>/<message id>/`), then the objects listed; returns how many it
+    /// deleted (none is no error).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use backbone_core::{objects::ObjectStorage, Fields, MessageId};
+    ///
+    /// let objects = ObjectStorage::in_memory().threshold(4);
+    /// let (id, mut fields) = (MessageId::new(), Fields::new());
+    /// fields.set("scan", b"\"a large scan\"".to_vec());
+    /// objects.offload("bb:{orders}:events", &id, &mut fields).await.unwrap();
+    /// assert_eq!(objects.delete("bb:{orders}:events", &id).await.unwrap(), 1);
+    /// assert_eq!(objects.delete("bb:{orders}:events", &id).await.unwrap(), 0);
+    /// # });
+    /// ```
+    pub async fn delete(&self, stream: &str, message_id: &MessageId) -> Result<usize, Error> {
+        let prefix = self
+            .root
+            .clone()
+            .join(stream)
+            .join(message_id.to_string().as_str());
+        let listed: Vec<Result<Path, object_store::Error>> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .collect()
+            .await;
         let mut deleted = 0;
-        for name in names {
-            let path = self.path(stream, message_id, name);
-            if self.store.head(&path).await.is_err() {
-                continue;
-            }
-            match self.store.delete(&path).await {
-                Ok(()) => deleted += 1,
+        let outcomes: Vec<_> = self
+            .store
+            .delete_stream(futures::stream::iter(listed).boxed())
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Ok(_) => deleted += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::channel(format!("delete object {path}"), e)),
+                Err(e) => return Err(Error::channel(format!("delete objects under {prefix}"), e)),
             }
         }
         Ok(deleted)
@@ -347,7 +369,7 @@ mod tests {
         assert!(err
             .to_string()
             .contains("is not the one the entry refers to"));
-        objects.delete("s", &id, &moved).await.unwrap();
+        assert_eq!(objects.delete("s", &id).await.unwrap(), 1);
         let err = objects
             .fetch("s", &id, &moved, &mut fields)
             .await

@@ -32,12 +32,12 @@ pub const PRODUCER: &str = "-@all +client|setname +ping +evalsha +script|load \
 
 /// A consumer: recording and checking the partition count (`SET … NX`, `GET`), creating its group, reading, acknowledging, claiming (`XAUTOCLAIM`, `XCLAIM`),
 /// delivery counts (`XPENDING`), payloads (`HGETALL`), the dead-letter script (`TYPE`, `TIME`,
-/// `XADD` to the group's dead-letter stream), the group's gauges (`XINFO GROUPS`, every
+/// `XADD` to the group's dead-letter stream, `HINCRBY` of the stream's holds), the group's gauges (`XINFO GROUPS`, every
 /// [`group_metrics_interval`](crate::RedisConsumerBuilder::group_metrics_interval)) and, with
 /// `remove_idle_consumers`, `XINFO CONSUMERS` and `XGROUP DELCONSUMER`.
 pub const CONSUMER: &str = "-@all +client|setname +xgroup|create +xreadgroup \
      +xack +xautoclaim +xclaim +xpending +hgetall +evalsha +script|load +type +time +xadd \
-     +xinfo|groups +xinfo|consumers +xgroup|delconsumer +set +get";
+     +xinfo|groups +xinfo|consumers +xgroup|delconsumer +set +get +hincrby";
 
 /// An event store: the append script (expected version, idempotency record, payloads, both
 /// streams, counters), reads, snapshots, projections' checkpoints and statistics. Consumers of
@@ -46,9 +46,11 @@ pub const EVENT_STORE: &str = "-@all +client|setname +evalsha +script|load +mult
      +get +set +type +hset +hget +hmget +hgetall +hincrby +del +xadd +xrange +xrevrange +xlen +time";
 
 /// An admin: safe trimming (`StreamAdmin::trim`, `trim_before`: the plan's reads and the trim
-/// script) and dead letters (`DeadLetters` list, get, replay, purge).
+/// script) and dead letters (`DeadLetters` list, get, replay, purge); both release payloads
+/// through the stream's holds (`HGET`, `HINCRBY`, `HDEL`).
 pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
-     +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd";
+     +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd \
+     +hget +hincrby +hdel";
 
 /// What a consumer of an ordered group (`RedisConsumerBuilder::ordered`) needs besides
 /// [`CONSUMER`]: the membership (`members.lua`: a sorted set) and the partitions' leases

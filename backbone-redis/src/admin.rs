@@ -4,27 +4,28 @@
 //!
 //! An entry may go only when every group has read it (it is at or before the group's
 //! `last-delivered-id`) and none has it pending (it is before the oldest id of the group's
-//! `XPENDING` summary). The payload hash of a removed entry is deleted too, unless a dead letter
-//! (in `keys.dead_letters(group)` of any group) refers to it: dead letters stay replayable.
+//! `XPENDING` summary). The payload of a removed entry — its payload hash, or its objects in an
+//! object store — is deleted too, unless a dead letter or a replayed entry still refers to it
+//! (the stream's holds, see [`StreamKeys::holds`]): dead letters stay replayable, and a
+//! replayed entry keeps its payload.
 //!
 //! Each step plans in Rust with read-only commands (`XINFO GROUPS`, `XPENDING`, `XRANGE` of
-//! the oldest entries and of the dead-letter streams), then runs one script over at most 1000
-//! entries. The script checks the plan again before its first write — same groups, every group
-//! past the last entry to remove, none of them pending, no new dead letters, and for
-//! [`trim`](StreamAdmin::trim) still `max_len` entries left after it — and else writes nothing
-//! and the step is planned again. Then it deletes the payload hashes and runs an exact
-//! `XTRIM <stream> MINID <id>`, so exactly the planned entries go.
-
-use std::collections::{HashMap, HashSet};
+//! the oldest entries), then runs one script over at most 1000 entries. The script checks the
+//! plan again before its first write — same groups, every group past the last entry to remove,
+//! none of them pending, and for [`trim`](StreamAdmin::trim) still `max_len` entries left after
+//! it — and else writes nothing and the step is planned again. Then it releases the payloads
+//! (deleting each hash no hold keeps) and runs an exact `XTRIM <stream> MINID <id>`, so exactly
+//! the planned entries go; the released events' objects are deleted after the script.
 
 use crate::connection::Connection;
+use crate::holds::{delete_objects, require_store, PayloadRef};
 use crate::lua::TRIM;
+use backbone_core::objects::ObjectStorage;
 use backbone_core::Error;
 use redis::streams::{StreamInfoGroupsReply, StreamPendingReply, StreamRangeReply};
 
 use crate::connection::redis_error;
 use crate::entry::StreamId;
-use crate::entry::PAYLOAD;
 use crate::keys::StreamKeys;
 use crate::settings::RedisSettings;
 
@@ -37,15 +38,19 @@ const MAX_REPLANS: u32 = 10;
 ///
 /// ```
 /// let report = backbone_redis::TrimReport::default();
-/// assert_eq!((report.entries, report.payloads, report.held_back_by), (0, 0, None));
+/// assert_eq!((report.entries, report.payloads, report.objects), (0, 0, 0));
+/// assert_eq!(report.held_back_by, None);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrimReport {
     /// Stream entries removed.
     pub entries: u64,
     /// Payload hashes deleted (those of removed entries that still existed and that no dead
-    /// letter refers to).
+    /// letter or replayed entry refers to).
     pub payloads: u64,
+    /// Objects deleted from the object store (those of removed `object` events that no dead
+    /// letter or replayed entry refers to).
+    pub objects: u64,
     /// The consumer group that stopped the trim short (it had the next entry pending, or had
     /// not read it yet), if one did.
     pub held_back_by: Option<String>,
@@ -70,6 +75,7 @@ pub struct TrimReport {
 pub struct StreamAdmin {
     keys: StreamKeys,
     connection: Connection,
+    objects: Option<ObjectStorage>,
 }
 
 /// One group, as planned: it keeps every entry after `read` and from `pending` on.
@@ -83,14 +89,6 @@ impl Group {
     fn keeps(&self, id: StreamId) -> bool {
         id > self.read || self.pending.is_some_and(|oldest| id >= oldest)
     }
-}
-
-/// The payload hashes the dead letters refer to, read incrementally over one trim.
-#[derive(Default)]
-struct DeadLetterRefs {
-    /// Per dead-letter stream: the newest entry read ('' none).
-    read: HashMap<String, String>,
-    payloads: HashSet<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -166,7 +164,34 @@ impl StreamAdmin {
     }
 
     pub(crate) fn new(keys: StreamKeys, connection: Connection) -> Self {
-        StreamAdmin { keys, connection }
+        StreamAdmin {
+            keys,
+            connection,
+            objects: None,
+        }
+    }
+
+    /// The object store of the stream's `object` parameters (see [`ObjectStorage`]): trimming
+    /// an `object` event deletes its objects from it, once no dead letter or replayed entry
+    /// needs them. Without one, a trim that reaches such an event stops with
+    /// [`Error::Config`] before removing it.
+    ///
+    /// ```no_run
+    /// use backbone_core::objects::ObjectStorage;
+    /// use backbone_redis::{settings::RedisSettings, StreamAdmin};
+    ///
+    /// # async fn run(objects: ObjectStorage) -> Result<(), backbone_core::Error> {
+    /// let admin = StreamAdmin::open(&RedisSettings::from_env().uri("orders"))
+    ///     .await?
+    ///     .object_store(objects);
+    /// let report = admin.trim(10_000).await?;
+    /// println!("{} objects deleted", report.objects);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn object_store(mut self, objects: ObjectStorage) -> Self {
+        self.objects = Some(objects);
+        self
     }
 
     /// The keys of the administered stream.
@@ -239,7 +264,6 @@ impl StreamAdmin {
         let fail = |what: &'static str| move |e| redis_error(context(what), e);
         let mut connection = self.connection.clone();
         let mut report = TrimReport::default();
-        let mut dead = DeadLetterRefs::default();
         // At most the excess seen at the start: a busy stream does not keep the trim going.
         let (keep, mut left) = match goal {
             Goal::Keep(n) => (n, self.len().await?.saturating_sub(n)),
@@ -270,6 +294,7 @@ impl StreamAdmin {
             let groups = self.groups(&mut connection).await?;
             let (mut last, mut planned, mut held_back_by) = (None, 0, None);
             let mut payloads = Vec::new();
+            let field = |entry: &redis::streams::StreamId, name: &str| entry.get::<String>(name);
             for entry in &range.ids {
                 let id = StreamId::parse(&entry.id, false)
                     .ok_or_else(|| Error::malformed(&entry.id, "not a stream id"))?;
@@ -279,22 +304,15 @@ impl StreamAdmin {
                 }
                 last = Some(id);
                 planned += 1;
-                payloads.extend(entry.get::<String>(PAYLOAD));
+                payloads.extend(PayloadRef::of(&self.keys, |name| field(entry, name)));
             }
             let Some(last) = last else {
                 report.held_back_by = held_back_by;
                 break;
             };
-            let dead_keys: Vec<String> = groups
-                .iter()
-                .map(|g| self.keys.dead_letters(&g.name))
-                .collect();
-            dead.refresh(&mut connection, &dead_keys).await?;
-            // Only our own hashes: a foreign `payload` field must not make us delete its key.
-            let prefix = self.keys.payload_prefix();
-            payloads.retain(|p| p.starts_with(&prefix) && !dead.payloads.contains(p));
+            require_store(self.objects.as_ref(), &payloads, &context("the plan"))?;
             let mut invocation = TRIM.key(stream);
-            invocation.key(&dead_keys).key(&payloads);
+            invocation.key(self.keys.holds());
             invocation
                 .arg(last.next().to_string())
                 .arg(last.to_string())
@@ -304,10 +322,13 @@ impl StreamAdmin {
             for group in &groups {
                 invocation.arg(&group.name);
             }
-            for key in &dead_keys {
-                invocation.arg(dead.read.get(key).map_or("", String::as_str));
+            invocation.arg(payloads.len());
+            let mut hashes = 0;
+            for payload in &payloads {
+                payload.add_to(&mut invocation, &mut hashes);
             }
-            let (done, entries, deleted, reason): (i64, u64, u64, String) = invocation
+            type Step = (i64, u64, u64, String, Vec<String>);
+            let (done, entries, deleted, reason, released): Step = invocation
                 .invoke_async(&mut connection)
                 .await
                 .map_err(fail("the trim script"))?;
@@ -328,6 +349,7 @@ impl StreamAdmin {
             replans = 0;
             report.entries += entries;
             report.payloads += deleted;
+            report.objects += delete_objects(self.objects.as_ref(), stream, &released).await?;
             left = left.saturating_sub(entries);
             if held_back_by.is_some() {
                 report.held_back_by = held_back_by;
@@ -373,50 +395,6 @@ impl StreamAdmin {
             });
         }
         Ok(groups)
-    }
-}
-
-impl DeadLetterRefs {
-    /// Reads the dead letters added to `keys` since the last call, up to each stream's newest
-    /// entry at the time of the call (which the script checks is still the newest).
-    async fn refresh(&mut self, connection: &mut Connection, keys: &[String]) -> Result<(), Error> {
-        for key in keys {
-            let fail = |e| redis_error(format!("read the dead letters in {key}"), e);
-            let top: StreamRangeReply = redis::cmd("XREVRANGE")
-                .arg(key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(connection)
-                .await
-                .map_err(fail)?;
-            let top = top.ids.into_iter().next().map(|e| e.id).unwrap_or_default();
-            let mut from = match self.read.get(key) {
-                Some(read) if read.is_empty() => "-".to_owned(),
-                Some(read) => format!("({read}"),
-                None => "-".to_owned(),
-            };
-            while !top.is_empty() {
-                let page: StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(key)
-                    .arg(&from)
-                    .arg(&top)
-                    .arg("COUNT")
-                    .arg(STEP)
-                    .query_async(connection)
-                    .await
-                    .map_err(fail)?;
-                let Some(newest) = page.ids.last().map(|e| e.id.clone()) else {
-                    break;
-                };
-                self.payloads
-                    .extend(page.ids.iter().filter_map(|e| e.get::<String>(PAYLOAD)));
-                from = format!("({newest}");
-            }
-            self.read.insert(key.clone(), top);
-        }
-        Ok(())
     }
 }
 

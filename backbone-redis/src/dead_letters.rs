@@ -16,11 +16,13 @@ use std::fmt;
 use crate::connection::Connection;
 use crate::lua::{DEAD_LETTER, REPLAY};
 use backbone_core::names::check_name;
+use backbone_core::objects::ObjectStorage;
 use backbone_core::{Error, MessageId};
 use redis::Value;
 
 use crate::connection::redis_error;
 use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
+use crate::holds::PayloadRef;
 use crate::keys::StreamKeys;
 use crate::settings::RedisSettings;
 
@@ -62,13 +64,17 @@ pub(crate) async fn dead_letter(
     let dead = keys.dead_letters(group);
     let mut invocation = DEAD_LETTER.key(keys.stream());
     let original = letter.original.unwrap_or(&[]);
+    // The dead letter holds the payload, so that trimming the entry does not release it.
+    let hold = PayloadRef::of_fields(keys, original).map(|p| p.message_id);
     invocation
         .key(&dead)
+        .key(keys.holds())
         .arg(letter.entry_id)
         .arg(group)
         .arg(letter.consumer)
         .arg(letter.deliveries)
         .arg(letter.reason)
+        .arg(hold.as_deref().unwrap_or(""))
         .arg(original.len());
     for (name, value) in original {
         invocation.arg(name).arg(value);
@@ -218,6 +224,7 @@ pub struct DeadLetters {
     connection: Connection,
     keys: StreamKeys,
     dead: String,
+    objects: Option<ObjectStorage>,
 }
 
 impl fmt::Debug for DeadLetters {
@@ -311,8 +318,31 @@ impl DeadLetters {
                 connection: connection.clone(),
                 dead: keys.dead_letters(group),
                 keys: keys.clone(),
+                objects: None,
             })
             .collect())
+    }
+
+    /// The object store of the stream's `object` parameters (see
+    /// [`ObjectStorage`]): purging a dead letter that was the last reference to an event's
+    /// objects deletes them from it. Without one, purging such a dead letter is refused
+    /// ([`Error::Config`]) before anything is deleted.
+    ///
+    /// ```no_run
+    /// use backbone_core::objects::ObjectStorage;
+    /// use backbone_redis::{settings::RedisSettings, DeadLetters};
+    ///
+    /// # async fn run(objects: ObjectStorage) -> Result<(), backbone_core::Error> {
+    /// let dead = DeadLetters::open(&RedisSettings::from_env().uri("orders"), "billing")
+    ///     .await?
+    ///     .object_store(objects);
+    /// dead.purge_all().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn object_store(mut self, objects: ObjectStorage) -> Self {
+        self.objects = Some(objects);
+        self
     }
 
     /// The dead-letter stream's key, `bb:{<tag>}:dead:<group>`.
@@ -368,20 +398,7 @@ impl DeadLetters {
     /// replayed. Dead letters without original fields are skipped (they stay: purge them), as
     /// are those replayed or purged meanwhile by someone else.
     pub async fn replay_all(&self) -> Result<u64, Error> {
-        let last: Vec<DeadLetterEntry> = {
-            let mut connection = self.connection.clone();
-            let reply: Value = redis::cmd("XREVRANGE")
-                .arg(&self.dead)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| redis_error(format!("XREVRANGE {}", self.dead), e))?;
-            parse_range(&self.dead, reply)?
-        };
-        let Some(end) = last.into_iter().next().map(|l| l.id) else {
+        let Some(end) = self.newest().await? else {
             return Ok(0);
         };
         let (mut start, mut replayed) = ("-".to_owned(), 0);
@@ -404,28 +421,38 @@ impl DeadLetters {
         }
     }
 
-    /// Deletes the dead letter `id`; false when there was none.
+    /// Deletes the dead letter `id`; false when there was none. When it was the last
+    /// reference to its event's payload (the entry trimmed, no other dead letter or replayed
+    /// entry left), the payload hash goes with it, and so do its objects (see
+    /// [`object_store`](Self::object_store)).
     pub async fn purge(&self, id: &str) -> Result<bool, Error> {
-        let mut connection = self.connection.clone();
-        let deleted: u64 = redis::cmd("XDEL")
-            .arg(&self.dead)
-            .arg(id)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error(format!("XDEL {id} from {}", self.dead), e))?;
-        Ok(deleted > 0)
+        Ok(self.purge_range(id, id).await? > 0)
     }
 
-    /// Deletes every dead letter (`XTRIM MAXLEN 0`, one atomic step); returns how many.
+    /// Deletes every dead letter there was when called, releasing payloads as
+    /// [`purge`](Self::purge) does (one script per page of 100); returns how many.
     pub async fn purge_all(&self) -> Result<u64, Error> {
+        match self.newest().await? {
+            Some(end) => self.purge_range("-", &end).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The id of the newest dead letter, if any.
+    async fn newest(&self) -> Result<Option<String>, Error> {
         let mut connection = self.connection.clone();
-        redis::cmd("XTRIM")
+        let reply: Value = redis::cmd("XREVRANGE")
             .arg(&self.dead)
-            .arg("MAXLEN")
-            .arg(0)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
             .query_async(&mut connection)
             .await
-            .map_err(|e| redis_error(format!("XTRIM {} MAXLEN 0", self.dead), e))
+            .map_err(|e| redis_error(format!("XREVRANGE {}", self.dead), e))?;
+        let newest = parse_range_reply(reply)
+            .map_err(|e| Error::channel(format!("XREVRANGE {}", self.dead), e))?;
+        Ok(newest.into_iter().next().map(|entry| entry.id))
     }
 
     async fn replay_script(&self, id: &str) -> Result<Option<String>, Error> {
@@ -467,6 +494,8 @@ fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
         .map(|entry| DeadLetterEntry::parse(key, entry.id, entry.fields.unwrap_or_default()))
         .collect()
 }
+
+mod purge;
 
 #[cfg(all(test, feature = "testing"))]
 mod tests;

@@ -9,6 +9,7 @@
 //! | `bb:{<env>:<uri>}:sent:<message_id>` | string | for operations without parameters only: the stream id of a sent event, 10 minutes; makes a resend idempotent (for the others the payload hash is the marker) |
 //! | `bb:{<env>:<uri>}:seq:<producer_id>` | string | for inline events only: the last sequence number a producer wrote to this stream, 10 minutes after its last write; makes a resend idempotent |
 //! | `bb:{<env>:<uri>}:dead:<group>` | stream | the group's dead letters |
+//! | `bb:{<env>:<uri>}:holds` | hash | message id → how many references to the event's payload (its hash or its objects) there are besides the first: one per dead letter and per replayed entry; trimming and purging release the payload only at 0 |
 //! | `bb:{<env>:<uri>}:agg:<aggregate>` | stream | the event store: one aggregate's events, entry ids `0-<version>` |
 //! | `bb:{<env>:<uri>}:idem:<key>` | string | an append under its idempotency key, for the idempotency TTL: `<first> <last> <positions> <sha1 of the events> <aggregate>`; the same key with another aggregate or other events is refused (`Error::IdempotencyKeyReused`) |
 //! | `bb:{<env>:<uri>}:snap:<name>:<aggregate>` | hash | a snapshot: `version`, `position` (of that event), `state` (JSON), `at` |
@@ -110,6 +111,21 @@ impl StreamKeys {
     /// ```
     pub fn sequence(&self, producer_id: &str) -> String {
         format!("{}:seq:{producer_id}", self.prefix)
+    }
+
+    /// The count of extra references to each event's payload (see the table above): written
+    /// by dead-lettering, read and decremented by trimming and purging, which release a payload
+    /// hash or an event's objects only when no dead letter or replayed entry still needs them.
+    ///
+    /// ```
+    /// use backbone_core::StreamAddress;
+    /// use backbone_redis::keys::StreamKeys;
+    ///
+    /// let keys = StreamKeys::new(&StreamAddress::new(Some("prod"), "orders").unwrap());
+    /// assert_eq!(keys.holds(), "bb:{prod:orders}:holds");
+    /// ```
+    pub fn holds(&self) -> String {
+        format!("{}:holds", self.prefix)
     }
 
     /// The event-store stream of one aggregate.

@@ -22,6 +22,7 @@ pub mod connection;
 mod consumer;
 pub mod dead_letters;
 pub mod entry;
+mod holds;
 pub mod key_store;
 pub mod keys;
 pub mod layout;

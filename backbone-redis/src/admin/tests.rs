@@ -5,6 +5,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
 use super::*;
+use crate::entry::PAYLOAD;
 use crate::testing::{shared, unique_name};
 
 /// A step as `StreamAdmin::run` would plan it.
@@ -15,8 +16,8 @@ struct Plan<'a> {
     planned: u64,
     keep: u64,
     groups: &'a [&'a str],
-    dead_tops: &'a [&'a str],
-    payloads: Vec<String>,
+    /// The planned entries' payloads: (message id, hash).
+    payloads: Vec<(String, String)>,
 }
 
 async fn invoke(
@@ -25,20 +26,21 @@ async fn invoke(
     plan: &Plan<'_>,
 ) -> (i64, u64, u64, String) {
     let mut invocation = TRIM.key(keys.stream());
-    for group in plan.groups {
-        invocation.key(keys.dead_letters(group));
-    }
-    invocation.key(&plan.payloads);
+    invocation.key(keys.holds());
     invocation
         .arg(plan.minid)
         .arg(plan.last)
         .arg(plan.planned)
         .arg(plan.keep);
-    invocation
-        .arg(plan.groups.len())
-        .arg(plan.groups)
-        .arg(plan.dead_tops);
-    invocation.invoke_async(conn).await.unwrap()
+    invocation.arg(plan.groups.len()).arg(plan.groups);
+    invocation.arg(plan.payloads.len());
+    for (k, (message_id, hash)) in plan.payloads.iter().enumerate() {
+        invocation.key(hash).arg(message_id).arg(k + 1).arg(0);
+    }
+    let (done, entries, payloads, reason, released): (i64, u64, u64, String, Vec<String>) =
+        invocation.invoke_async(conn).await.unwrap();
+    assert!(released.is_empty(), "no objects here");
+    (done, entries, payloads, reason)
 }
 
 #[tokio::test]
@@ -54,6 +56,7 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
     // Ids of different lengths: the script compares them as numbers, not as text.
     let ids = ["9-0", "10-0", "10-5", "100-0", "100-1"];
     let hash = |i: usize| format!("{}{i}", keys.payload_prefix());
+    let payload = |i: usize| (format!("m{i}"), hash(i));
     for (i, id) in ids.iter().enumerate() {
         let _: () = conn.hset(hash(i), "n", i).await.unwrap();
         let _: String = conn
@@ -75,20 +78,18 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
         }
     };
     read(&mut conn).await;
-    let mut plan = Plan {
+    let plan = Plan {
         last: "10-0",
         minid: "10-1",
         planned: 2,
         keep: 0,
         groups: &["g"],
-        dead_tops: &[""],
-        payloads: vec![hash(0), hash(1)],
+        payloads: vec![payload(0), payload(1)],
     };
     let replan = |reason: &str| (0, 0, 0, reason.to_owned());
 
     let stale = Plan {
         groups: &[],
-        dead_tops: &[],
         ..plan.clone()
     };
     assert_eq!(
@@ -146,18 +147,8 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
     );
     let _: i64 = conn.xack(&stream, "g", &["9-0"]).await.unwrap();
 
-    let dead: String = conn
-        .xadd(keys.dead_letters("g"), "*", &[(PAYLOAD, hash(1))])
-        .await
-        .unwrap();
-    assert_eq!(
-        invoke(&mut conn, &keys, &plan).await,
-        replan("group g has new dead letters")
-    );
-
-    let dead_tops = [dead.as_str()];
-    plan.dead_tops = &dead_tops;
-    plan.payloads = vec![hash(0)]; // the dead letter's stays
+    // A dead letter holds entry 1's payload, twice: two groups gave up on it.
+    let _: i64 = conn.hincr(keys.holds(), "m1", 2).await.unwrap();
     let stale = Plan {
         keep: 4,
         ..plan.clone()
@@ -182,6 +173,8 @@ async fn the_script_writes_nothing_when_the_plan_no_longer_holds() {
         invoke(&mut conn, &keys, &keep).await,
         (1, 2, 1, String::new())
     );
+    let held: Option<i64> = conn.hget(keys.holds(), "m1").await.unwrap();
+    assert_eq!(held, Some(1), "one hold taken away, the payload kept");
     let left: StreamRangeReply = conn.xrange_all(&stream).await.unwrap();
     let left: Vec<&str> = left.ids.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(left, &ids[2..]);

@@ -32,6 +32,18 @@ macro_rules! with_require_commands {
     };
 }
 
+/// The prelude of the scripts that release payloads: `require_commands`, then `release(holds,
+/// m, hash, objects)` (`release.lua`, see [`crate::holds`]).
+macro_rules! with_release {
+    ($file:literal) => {
+        concat!(
+            include_str!("require_commands.lua"),
+            include_str!("release.lua"),
+            include_str!($file)
+        )
+    };
+}
+
 /// `publish.lua` (with the prelude): the producer's batch of events, each its payload hash
 /// (or sent-record) and its stream entry, each succeeding or failing on its own.
 pub(crate) const PUBLISH_SOURCE: &str = with_require_stream!("publish.lua");
@@ -41,8 +53,10 @@ pub(crate) const DEAD_LETTER_SOURCE: &str = with_require_stream!("dead_letter.lu
 pub(crate) const REPLAY_SOURCE: &str = with_require_stream!("replay.lua");
 /// `append.lua` (with the prelude): the event store's append.
 pub(crate) const APPEND_SOURCE: &str = with_require_stream!("append.lua");
-/// `trim.lua`: one step of a safe trim.
-pub(crate) const TRIM_SOURCE: &str = with_require_commands!("trim.lua");
+/// `trim.lua` (with the release prelude): one step of a safe trim.
+pub(crate) const TRIM_SOURCE: &str = with_release!("trim.lua");
+/// `purge.lua` (with the release prelude): purges dead letters, releasing their payloads.
+pub(crate) const PURGE_SOURCE: &str = with_release!("purge.lua");
 /// `snapshot.lua`: writes or drops an aggregate's snapshot, never moving it backwards.
 pub(crate) const SNAPSHOT_SOURCE: &str = with_require_commands!("snapshot.lua");
 /// `lease.lua`: renews or releases a partition's lease in an ordered group.
@@ -68,6 +82,8 @@ pub(crate) static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(REPLAY
 pub(crate) static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND_SOURCE));
 /// The trim script ([`TRIM_SOURCE`]).
 pub(crate) static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(TRIM_SOURCE));
+/// The purge script ([`PURGE_SOURCE`]).
+pub(crate) static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE_SOURCE));
 /// The snapshot script ([`SNAPSHOT_SOURCE`]).
 pub(crate) static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(SNAPSHOT_SOURCE));
 /// The count script ([`COUNT_SOURCE`]).
@@ -209,6 +225,7 @@ mod tests {
         ];
         assert_fields("snapshot.lua", SNAPSHOT_SOURCE, &[], &snapshot);
         assert_fields("count.lua", COUNT_SOURCE, &[], &[]);
+        assert_fields("purge.lua", PURGE_SOURCE, &[], &[]);
     }
 
     /// The commands `source` calls with `redis.call('X'` (not those under `pcall`, whose
@@ -241,6 +258,7 @@ mod tests {
             ("replay.lua", REPLAY_SOURCE),
             ("append.lua", APPEND_SOURCE),
             ("trim.lua", TRIM_SOURCE),
+            ("purge.lua", PURGE_SOURCE),
             ("snapshot.lua", SNAPSHOT_SOURCE),
             ("count.lua", COUNT_SOURCE),
             ("expiring_key.lua", EXPIRING_KEY_SOURCE),
@@ -257,6 +275,17 @@ mod tests {
             let check = source
                 .find("local denied = require_commands(")
                 .unwrap_or_else(|| panic!("{script} checks no command"));
+            // The release prelude only defines a function that writes: the script must call it
+            // after the check.
+            let release = include_str!("release.lua");
+            let body = source.find(release).map_or(0, |at| at + release.len());
+            if body > 0 {
+                let called = source[body..].find("release(").map(|at| at + body);
+                assert!(
+                    called.is_some_and(|at| at > check),
+                    "{script} releases first"
+                );
+            }
             for write in [
                 "'XADD'",
                 "'HSET'",
@@ -269,7 +298,7 @@ mod tests {
             ] {
                 let first_call = [format!("call({write}"), format!("pcall({write}")]
                     .iter()
-                    .filter_map(|call| source.find(call.as_str()))
+                    .filter_map(|call| source[body..].find(call.as_str()).map(|at| at + body))
                     .min();
                 assert!(
                     first_call.is_none_or(|w| w > check),

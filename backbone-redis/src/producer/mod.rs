@@ -235,10 +235,12 @@ impl RedisProducerBuilder {
                     &producer_id,
                 ),
                 trimmer: self.max_len.map(|max_len| {
-                    Arc::new(Trimmer::new(
-                        StreamAdmin::new(keys.clone(), connection.clone()),
-                        max_len,
-                    ))
+                    let admin = StreamAdmin::new(keys.clone(), connection.clone());
+                    let admin = match &self.objects {
+                        Some(objects) => admin.object_store(objects.clone()),
+                        None => admin,
+                    };
+                    Arc::new(Trimmer::new(admin, max_len))
                 }),
             })
             .collect();
@@ -543,9 +545,8 @@ impl Publish for RedisPublisher {
                 writer.batcher.give_up(&event, deadline);
                 if let (None, Some(objects)) = (unknown, &self.objects) {
                     // Not written: its objects are nobody's.
-                    let names = &event.envelope.objects;
                     let stream = writer.keys.stream();
-                    if let Err(e) = objects.delete(stream, &event.message_id, names).await {
+                    if let Err(e) = objects.delete(stream, &event.message_id).await {
                         tracing::warn!(stream, message_id = %event.message_id, error = %e,
                             "cannot delete the objects of an event that was not written");
                     }
