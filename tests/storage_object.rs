@@ -14,7 +14,7 @@ use backbone_core::objects::ObjectStorage;
 use backbone_core::storage::Storage;
 use backbone_core::{ContractEvent, Error, MessageId};
 use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder};
+use backbone_redis::{DeadLetters, RedisConsumerBuilder, RedisProducerBuilder, StreamAdmin};
 use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
@@ -225,4 +225,102 @@ async fn a_send_that_is_not_written_deletes_its_objects() {
     let err = producer.producer().send(&big).await.unwrap_err();
     assert!(err.to_string().contains("not written"), "{err}");
     assert_eq!(stored(&dir), Vec::<String>::new());
+}
+
+/// Runs a consumer of group `no-store`, which has no object store, until its group holds
+/// `n` dead letters: each object event it reads is dead-lettered, holding its objects.
+async fn dead_letter_without_a_store(url: &str, uri: &str, n: u64) -> DeadLetters {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let lifetime = RedisConsumerBuilder::new()
+        .url(url)
+        .uri(uri)
+        .group("no-store")
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let dead = DeadLetters::connect(url, None, uri, "no-store")
+        .await
+        .unwrap();
+    wait_dead_letters(&dead, n).await;
+    lifetime.shutdown().await.unwrap();
+    dead
+}
+
+#[tokio::test]
+async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-lifetime");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let mut sent = Vec::new();
+    for c in ["a", "b", "c"] {
+        let big = ObjectKindsEvent::Text { s: c.repeat(500) };
+        sent.push(producer.producer().send(&big).await.unwrap());
+    }
+    let (a, b, c) = (sent[0], sent[1], sent[2]);
+    let file = |id: &MessageId| {
+        let path = objects.path(keys(&uri).stream(), id, "s");
+        dir.path().join(path.as_ref()).exists()
+    };
+    let dead = dead_letter_without_a_store(redis.url(), &uri, 3).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consume = || async {
+        RedisConsumerBuilder::new()
+            .url(redis.url())
+            .uri(&uri)
+            .object_store(objects.clone())
+            .subscribe_kinds_consumer(KindsRecorder(tx.clone()))
+            .await
+            .unwrap()
+    };
+    let lifetime = consume().await;
+    collect(&mut rx, 3, WAIT).await;
+    lifetime.shutdown().await.unwrap();
+
+    // An admin without the object store refuses to trim object events, removing nothing.
+    let bare = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let err = bare.trim(0).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("object_store"), "{err}");
+    assert_eq!(bare.len().await.unwrap(), 3);
+    let admin = bare.object_store(objects.clone());
+    let report = admin.trim(0).await.unwrap();
+    assert_eq!(
+        (report.entries, report.objects),
+        (3, 0),
+        "the dead letters hold them"
+    );
+    assert!(file(&a) && file(&b) && file(&c));
+
+    // Purging b's dead letter, its last reference, deletes b's object; without a store,
+    // purging is refused before anything goes.
+    let letters = dead.list(None, 10).await.unwrap();
+    let letter = |id: MessageId| letters.iter().find(|l| l.message_id == Some(id)).unwrap();
+    let err = dead.purge(&letter(b).id).await.unwrap_err();
+    assert!(err.to_string().contains("object_store"), "{err}");
+    assert_eq!(dead.len().await.unwrap(), 3);
+    let dead = dead.object_store(objects.clone());
+    assert!(dead.purge(&letter(b).id).await.unwrap());
+    assert!(file(&a) && !file(&b) && file(&c));
+
+    // a, replayed, is read with its object; dead-lettered again by no-store, it stays held.
+    dead.replay(&letter(a).id).await.unwrap();
+    let lifetime = consume().await;
+    let got = collect(&mut rx, 1, WAIT).await;
+    lifetime.shutdown().await.unwrap();
+    let expected = ObjectKindsEvent::Text { s: "a".repeat(500) };
+    assert_eq!(got[0].0.message_id, a);
+    let expected: KindsEvent = convert(&expected);
+    assert_eq!(format!("{:?}", got[0].1), format!("{expected:?}"));
+    dead_letter_without_a_store(redis.url(), &uri, 2).await;
+    let report = admin.trim(0).await.unwrap();
+    assert_eq!((report.entries, report.objects), (1, 0));
+    assert!(file(&a) && file(&c));
+
+    assert_eq!(dead.purge_all().await.unwrap(), 2);
+    assert_eq!(stored(&dir), Vec::<String>::new(), "every object is gone");
+    let mut raw = raw(redis.url()).await;
+    let holds: u64 = raw.hlen(keys(&uri).holds()).await.unwrap();
+    assert_eq!(holds, 0);
 }

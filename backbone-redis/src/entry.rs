@@ -55,6 +55,10 @@ pub const PERSONAL: &str = "personal";
 /// Entry field: the parameters whose fields hold references to objects in an object store
 /// (comma-separated; see [`backbone_core::objects`]).
 pub const OBJECTS: &str = "objects";
+/// Entry field: `1` on an entry written by replaying a dead letter (absent otherwise). Such an
+/// entry's reference to its payload is one the stream's holds count (see
+/// [`StreamKeys::holds`](crate::keys::StreamKeys::holds)).
+pub const REPLAYED: &str = "replayed";
 
 /// The entry fields an event's ordering key and envelope become, in the order they are
 /// written (see the constants above).

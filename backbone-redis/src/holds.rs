@@ -2,19 +2,22 @@
 //!
 //! An event's payload is its payload hash (hash layout) or its objects in an object store
 //! (`object` strategy); an inline event's parameters live in its entry and need no release. A
-//! payload may be referred to by more than one place: its stream entry, the dead letters of
-//! that entry (one per group that gave up on it) and the entries replaying them. The stream's
-//! holds hash ([`StreamKeys::holds`]) counts, per message id, the references besides the
-//! first: dead-lettering adds one, replaying moves one from the dead letter to the new entry,
-//! and trimming an entry or purging a dead letter takes one away. Only a reference that is
-//! the last one **releases** the payload: the script deletes its hash and reports the event,
-//! and the caller deletes its objects (after the script: a crash in between leaves objects
-//! behind, never an entry without its objects).
+//! payload may be referred to by more than one place: its original stream entry, the dead
+//! letters of an entry (one per group that gave up on it) and the entries replaying them
+//! (marked [`REPLAYED`]). The stream's holds hash ([`StreamKeys::holds`]) counts, per message
+//! id, the dead letters and replayed entries: dead-lettering adds one, replaying moves one
+//! from the dead letter to the new entry, and trimming a replayed entry or purging a dead
+//! letter takes one away. The payload is **released** when its last reference goes and the
+//! original entry is gone (trims go oldest first, so it goes before any replay of it): the
+//! script deletes its hash and reports the event, and the caller deletes its objects (after
+//! the script: a crash in between leaves objects behind, never an entry without its objects;
+//! [`StreamAdmin::delete_orphan_objects`](crate::StreamAdmin::delete_orphan_objects) finds
+//! them).
 
 use backbone_core::objects::ObjectStorage;
 use backbone_core::{Error, MessageId};
 
-use crate::entry::{MESSAGE_ID, OBJECTS, PAYLOAD};
+use crate::entry::{MESSAGE_ID, OBJECTS, PAYLOAD, REPLAYED};
 use crate::keys::StreamKeys;
 
 /// The payload an entry or a dead letter refers to, as far as releasing it goes.
@@ -27,6 +30,8 @@ pub(crate) struct PayloadRef {
     pub hash: Option<String>,
     /// True when the entry names parameters kept in an object store.
     pub objects: bool,
+    /// True when the entry replays a dead letter: its reference is counted in the holds.
+    pub replayed: bool,
 }
 
 impl PayloadRef {
@@ -37,10 +42,12 @@ impl PayloadRef {
         let prefix = keys.payload_prefix();
         let hash = field(PAYLOAD).filter(|p| p.starts_with(&prefix));
         let objects = field(OBJECTS).is_some_and(|o| !o.is_empty());
+        let replayed = field(REPLAYED).is_some();
         (hash.is_some() || objects).then_some(PayloadRef {
             message_id,
             hash,
             objects,
+            replayed,
         })
     }
 
@@ -52,9 +59,9 @@ impl PayloadRef {
         })
     }
 
-    /// Adds this reference to a script invocation that takes it as three arguments (message
-    /// id, the index `k` of its hash among the keys after `first_key` — 0 for none — and `1`
-    /// when it has objects), adding its hash to the keys.
+    /// Adds this reference to a script invocation that takes it as four arguments (message
+    /// id; `k`, its hash being the `k`-th of the hashes added — 0 for none; `1` when it has
+    /// objects; `1` when it is a replayed entry), adding its hash to the keys.
     pub fn add_to(&self, invocation: &mut redis::ScriptInvocation<'_>, hashes: &mut usize) {
         invocation.arg(&self.message_id);
         match &self.hash {
@@ -66,7 +73,8 @@ impl PayloadRef {
                 invocation.arg(0);
             }
         }
-        invocation.arg(if self.objects { "1" } else { "0" });
+        let flag = |on: bool| if on { "1" } else { "0" };
+        invocation.arg(flag(self.objects)).arg(flag(self.replayed));
     }
 }
 

@@ -65,7 +65,7 @@ impl DeadLetters {
                     payload.add_to(&mut invocation, &mut hashes);
                 }
                 None => {
-                    invocation.arg("").arg("").arg(0).arg(0);
+                    invocation.arg("").arg("").arg(0).arg(0).arg(0);
                 }
             }
         }

@@ -106,7 +106,7 @@ mod tests {
     };
     use crate::entry::{
         AGGREGATE, AGGREGATE_VERSION, KEY, MESSAGE_ID, OPERATION, PAYLOAD, POSITION, PRODUCED_AT,
-        VERSION,
+        REPLAYED, VERSION,
     };
 
     /// The single-quoted string literals of `source`, comment lines left out.
@@ -207,7 +207,7 @@ mod tests {
         assert_fields(
             "replay.lua",
             REPLAY_SOURCE,
-            &[DEAD_PREFIX],
+            &[DEAD_PREFIX, REPLAYED],
             &["ok", "none", "stream"],
         );
         let prefix_test = format!(

@@ -4,7 +4,8 @@
 -- ARGV[1] the MINID for XTRIM, ARGV[2] the last (newest) entry id to remove, ARGV[3] how many
 -- entries are planned to go, ARGV[4] how many must stay at least, ARGV[5] g, then g group
 -- names, then r and r references (message id, k: its hash is KEYS[2 + k], 0 none; objects
--- '1' or '0'), one per planned entry with a payload.
+-- '1' or '0'; replayed '1' or '0'), one per planned entry with a payload, oldest first.
+-- The original entry of a replayed one is older: it is gone, or goes in this step.
 -- Returns {1, entries removed, payloads deleted, '', message ids whose objects are released}
 -- or, when the plan no longer holds and nothing was written, {0, 0, 0, reason, {}}.
 local function num_lt(a, b)
@@ -49,11 +50,11 @@ end
 local base = 6 + g
 local payloads, released = 0, {}
 for i = 0, tonumber(ARGV[base]) - 1 do
-  local a = base + 1 + 3 * i
+  local a = base + 1 + 4 * i
   local k = tonumber(ARGV[a + 1])
   local hash = false
   if k > 0 then hash = KEYS[2 + k] end
-  local deleted, objects = release(KEYS[2], ARGV[a], hash, ARGV[a + 2])
+  local deleted, objects = release(KEYS[2], ARGV[a], hash, ARGV[a + 2], ARGV[a + 3] == '1', true)
   payloads = payloads + deleted
   if objects then table.insert(released, ARGV[a]) end
 end
