@@ -131,16 +131,7 @@ pub async fn assert_kinds_consumed(url: &str, uri: &str, ids: &[MessageId], sent
         .unwrap();
     let got = collect(&mut rx, sent.len(), WAIT).await;
     lifetime.completion().await.unwrap();
-    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
-    assert_exactly_once(ids, &got_ids);
-    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(sent)) {
-        assert_eq!(&meta.message_id, id, "order within one consumer");
-        assert_eq!(
-            format!("{event:?}"),
-            format!("{expected:?}"),
-            "payload of {id}"
-        );
-    }
+    assert_kinds_received(&got, ids, sent);
 }
 
 /// A Redis publisher (the channel under a producer) on `uri`.
@@ -456,4 +447,23 @@ pub async fn message_ids(
         .iter()
         .map(|e| e.get::<String>("message_id").unwrap().parse().unwrap())
         .collect()
+}
+
+/// Asserts the deliveries `got` (of a [`KindsRecorder`]) are `sent`, each once, in order, with
+/// the ids `ids` and the same parameters.
+pub fn assert_kinds_received(
+    got: &[(Metadata, KindsEvent)],
+    ids: &[MessageId],
+    sent: &[KindsEvent],
+) {
+    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
+    assert_exactly_once(ids, &got_ids);
+    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(sent)) {
+        assert_eq!(&meta.message_id, id, "order within one consumer");
+        assert_eq!(
+            format!("{event:?}"),
+            format!("{expected:?}"),
+            "payload of {id}"
+        );
+    }
 }
