@@ -39,17 +39,11 @@ async fn round_trip<E: ContractEvent>(
     for event in events {
         ids.push(producer.send(event).await.unwrap());
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = broker
+    let builder = broker
         .consumer_builder()
         .uri(uri)
-        .max_messages(sent.len() as u64)
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let got = collect(&mut rx, sent.len(), WAIT).await;
-    lifetime.completion().await.unwrap();
-    assert_kinds_received(&got, &ids, sent);
+        .max_messages(sent.len() as u64);
+    assert_kinds_consumed_through(builder, &ids, sent).await;
     assert_eq!(broker.pending(None, uri, "default"), 0);
     ids
 }
@@ -130,9 +124,12 @@ async fn the_default_object_store_keeps_parameters_above_64_kib() {
     assert_eq!(stored(broker.object_store()).await, [path.to_string()]);
 }
 
+/// A delivery's message id (when its entry was well formed) and how it ended.
+type Outcome = (Option<MessageId>, String);
+
 /// Records the outcome of every delivery.
 #[derive(Clone, Default)]
-struct Outcomes(Arc<Mutex<Vec<(Option<MessageId>, String)>>>);
+struct Outcomes(Arc<Mutex<Vec<Outcome>>>);
 
 impl Middleware for Outcomes {
     fn settled(&self, _: &ChannelInfo, settled: &Settled<'_>) {

@@ -164,15 +164,7 @@ async fn dead_show_decodes_an_inline_dead_letters_parameters() {
         .subscribe_scans_consumer(Failing)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let listed = loop {
-        let listed = json_lines(backbone(&url).args(["dead", "list", &uri, "billing"]));
-        if !listed.is_empty() {
-            break listed;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let listed = listed_dead_letters(&url, &uri, "billing", 1).await;
     consumer.shutdown().await.unwrap();
     assert!(listed[0]["reason"]
         .as_str()
