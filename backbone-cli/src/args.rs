@@ -110,7 +110,7 @@ pub enum Command {
 pub enum Dead {
     /// The dead letters, oldest first.
     List { uri: String, group: String },
-    /// One dead letter, whole.
+    /// One dead letter, whole (an inline one with its decoded parameters, as `show` prints them).
     Show {
         /// The stream's uri.
         uri: String,

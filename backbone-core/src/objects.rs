@@ -311,8 +311,19 @@ fn reference(value: &[u8]) -> String {
     format!("{REFERENCE}{}.{}", value.len(), hex(&Sha256::digest(value)))
 }
 
-/// The size and digest of a reference.
-fn parse_reference(field: &[u8]) -> Result<(u64, String), String> {
+/// The size in bytes and the SHA-256 (64 lowercase hex digits) of the object a parameter's
+/// field refers to, `obj.v1.<size>.<sha256>`; what is wrong with it otherwise (never the
+/// field's value). For tools that show an entry without fetching its objects.
+///
+/// ```
+/// use backbone_core::objects::parse_reference;
+///
+/// let digest = "ab".repeat(32);
+/// let (size, sha256) = parse_reference(format!("obj.v1.70000.{digest}").as_bytes()).unwrap();
+/// assert_eq!((size, sha256), (70000, digest));
+/// assert!(parse_reference(b"\"inline\"").unwrap_err().contains("not a reference"));
+/// ```
+pub fn parse_reference(field: &[u8]) -> Result<(u64, String), String> {
     let malformed = || {
         format!(
             "its field is not a reference `{REFERENCE}<size>.<sha256>` ({} bytes)",

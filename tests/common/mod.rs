@@ -121,26 +121,11 @@ pub fn kinds_cases() -> Vec<KindsEvent> {
 /// Consumes `sent.len()` events of `uri` with a [`KindsRecorder`] (group `default`) and asserts
 /// they are `sent`, each once, in order, with the ids `ids` and the same parameters.
 pub async fn assert_kinds_consumed(url: &str, uri: &str, ids: &[MessageId], sent: &[KindsEvent]) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = backbone_redis::RedisConsumerBuilder::new()
+    let builder = backbone_redis::RedisConsumerBuilder::new()
         .url(url)
         .uri(uri)
-        .max_messages(sent.len() as u64)
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let got = collect(&mut rx, sent.len(), WAIT).await;
-    lifetime.completion().await.unwrap();
-    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
-    assert_exactly_once(ids, &got_ids);
-    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(sent)) {
-        assert_eq!(&meta.message_id, id, "order within one consumer");
-        assert_eq!(
-            format!("{event:?}"),
-            format!("{expected:?}"),
-            "payload of {id}"
-        );
-    }
+        .max_messages(sent.len() as u64);
+    assert_kinds_consumed_through(builder, ids, sent).await;
 }
 
 /// A Redis publisher (the channel under a producer) on `uri`.
@@ -456,4 +441,31 @@ pub async fn message_ids(
         .iter()
         .map(|e| e.get::<String>("message_id").unwrap().parse().unwrap())
         .collect()
+}
+
+/// Consumes `sent.len()` events with a [`KindsRecorder`] subscribed through `builder` (of any
+/// channel, set to stop after as many) and asserts they are `sent`, each once, in order, with
+/// the ids `ids` and the same parameters.
+pub async fn assert_kinds_consumed_through(
+    builder: impl backbone_core::ConsumerBuilder,
+    ids: &[MessageId],
+    sent: &[KindsEvent],
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let lifetime = builder
+        .subscribe_kinds_consumer(KindsRecorder(tx))
+        .await
+        .unwrap();
+    let got = collect(&mut rx, sent.len(), WAIT).await;
+    lifetime.completion().await.unwrap();
+    let got_ids: Vec<_> = got.iter().map(|(m, _)| m.message_id).collect();
+    assert_exactly_once(ids, &got_ids);
+    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(sent)) {
+        assert_eq!(&meta.message_id, id, "order within one consumer");
+        assert_eq!(
+            format!("{event:?}"),
+            format!("{expected:?}"),
+            "payload of {id}"
+        );
+    }
 }

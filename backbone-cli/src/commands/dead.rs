@@ -1,9 +1,11 @@
 //! `backbone dead list|show|replay|purge <uri> <group> [id|--all]`: a group's dead letters,
 //! on every partition of the stream; `--all` replays and purges show a progress bar to people.
 
+use backbone_redis::entry::PARAM_PREFIX;
 use backbone_redis::{DeadLetterEntry, DeadLetters};
 use serde_json::{Map, Value};
 
+use super::show::{present, put_fields};
 use super::{confirm, field_json, pairs, text, Stream};
 use crate::args::{Chosen, Dead, Global};
 use crate::error::Failure;
@@ -28,7 +30,9 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
         Dead::Show { id, .. } => {
             for dead in &partitions {
                 if let Some(entry) = dead.get(id).await? {
-                    out.document(&describe(dead, &entry, true));
+                    let mut doc = describe(dead, &entry, true);
+                    inline_parameters(&stream, &entry, &mut doc).await?;
+                    out.document(&doc);
                     return Ok(());
                 }
             }
@@ -233,6 +237,29 @@ fn describe(dead: &DeadLetters, entry: &DeadLetterEntry, whole: bool) -> Map<Str
         doc.insert("fields".into(), Value::Object(fields));
     }
     doc
+}
+
+/// Decodes the parameters of an inline dead letter (`param.<name>` original fields) as `show`
+/// decodes an inline entry's: they leave the dead letter's `fields` for its `parameters`,
+/// personal ones sealed, forgotten or opened, those in an object store as their references.
+/// A dead letter with a payload hash, or without its original fields, stays as it is.
+async fn inline_parameters(
+    stream: &Stream,
+    entry: &DeadLetterEntry,
+    doc: &mut Map<String, Value>,
+) -> Result<(), Failure> {
+    let mut original = Map::new();
+    if entry.fields.is_empty() || put_fields(&entry.fields, &mut original).is_some() {
+        return Ok(());
+    }
+    present(stream, &mut original).await?;
+    if let Some(Value::Object(fields)) = doc.get_mut("fields") {
+        fields.retain(|name, _| !name.starts_with(PARAM_PREFIX));
+    }
+    if let Some(parameters) = original.remove("parameters") {
+        doc.insert("parameters".into(), parameters);
+    }
+    Ok(())
 }
 
 /// `NotFound` unless `group` exists on the stream's first partition.

@@ -5,6 +5,7 @@ mod aggregate;
 mod dead;
 mod groups;
 mod masters;
+mod objects;
 mod pending;
 mod personal;
 mod show;
@@ -92,6 +93,8 @@ pub struct Stream {
     pub connection: Connection,
     /// `--decrypt`: personal parameters in the clear.
     pub decrypt: bool,
+    /// `--json`: values printed as JSON documents (an object's reference as one).
+    pub json: bool,
     /// `--key-prefix`: where the subjects' keys are.
     pub key_prefix: String,
 }
@@ -142,6 +145,7 @@ impl Stream {
             layout,
             connection,
             decrypt: g.decrypt,
+            json: g.json,
             key_prefix: g.key_prefix.clone(),
         })
     }

@@ -17,7 +17,8 @@ pub const FORGOTTEN: &str = "(personal: forgotten)";
 
 /// Replaces each sealed parameter of the entry document `doc` (its `parameters`, its
 /// `personal`, `subject` and `message_id` fields) by [`SEALED`], [`FORGOTTEN`], or with
-/// `--decrypt` its value; a value that does not open says why.
+/// `--decrypt` its value; a value that does not open says why. Those kept in an object store
+/// are left as they are (their fields hold references; see [`objects`](super::objects)).
 pub async fn present(stream: &Stream, doc: &mut Map<String, Value>) -> Result<(), Failure> {
     let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(names), Some(subject), Some(id)) = (text(PERSONAL), text(SUBJECT), text(MESSAGE_ID))
@@ -27,10 +28,14 @@ pub async fn present(stream: &Stream, doc: &mut Map<String, Value>) -> Result<()
     let Ok(message_id) = id.parse::<MessageId>() else {
         return Ok(());
     };
+    let objects = super::objects::names(doc);
     let Some(Value::Object(parameters)) = doc.get_mut("parameters") else {
         return Ok(());
     };
-    let names: Vec<String> = names.split(',').map(str::to_owned).collect();
+    let names: Vec<String> = (names.split(','))
+        .filter(|name| !objects.iter().any(|o| o == name))
+        .map(str::to_owned)
+        .collect();
     let keys = RedisKeyStore::new(stream.conn()).prefix(&stream.key_prefix);
     let mut fields = Fields::new();
     for name in &names {

@@ -53,8 +53,8 @@ pub type Fields = Vec<(String, Vec<u8>)>;
 
 /// An entry of `keys`' streams as a document: its id, its fields, and its parameters: an
 /// inline entry's `param.<name>` fields, or those read from its payload hash (only a hash of
-/// this stream's own; a missing one is said so). An entry with both keeps its `param.*`
-/// fields as fields (it is malformed: consumers dead-letter it).
+/// this stream's own; a missing one is said so), [presented](present). An entry with both
+/// keeps its `param.*` fields as fields (it is malformed: consumers dead-letter it).
 pub async fn entry_document(
     stream: &Stream,
     keys: &StreamKeys,
@@ -63,6 +63,18 @@ pub async fn entry_document(
 ) -> Result<Map<String, Value>, Failure> {
     let mut doc = Map::new();
     doc.insert("stream_id".into(), Value::from(entry_id));
+    if let Some(key) = put_fields(fields, &mut doc) {
+        let parameters = hash_parameters(stream, keys, &key).await?;
+        doc.insert("parameters".into(), parameters);
+    }
+    present(stream, &mut doc).await?;
+    Ok(doc)
+}
+
+/// Puts an entry's `fields` in `doc`, each as text, except an inline entry's
+/// `param.<name>` fields: they become its `parameters` (their JSON). Returns the payload hash
+/// key of an entry that has one (its parameters are not read).
+pub fn put_fields(fields: &Fields, doc: &mut Map<String, Value>) -> Option<String> {
     let payload = fields
         .iter()
         .find(|(name, _)| name == backbone_redis::entry::PAYLOAD)
@@ -78,33 +90,44 @@ pub async fn entry_document(
         let text = String::from_utf8_lossy(value).into_owned();
         doc.insert(name.clone(), Value::from(text));
     }
-    let parameters = match payload {
-        Some(key) if key.starts_with(&keys.payload_prefix()) => {
-            let hash: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut stream.conn())
-                .await
-                .map_err(|e| redis(format!("HGETALL {key}"), e))?;
-            if hash.is_empty() {
-                Value::from(format!(
-                    "missing: {key} does not exist (expired or trimmed)"
-                ))
-            } else {
-                Value::Object(
-                    hash.into_iter()
-                        .map(|(name, value)| (name, field_json(&value)))
-                        .collect(),
-                )
-            }
-        }
-        Some(key) => Value::from(format!(
+    if payload.is_none() {
+        doc.insert("parameters".into(), Value::Object(inline));
+    }
+    payload
+}
+
+/// The parameters in the payload hash `key` (only a hash of `keys`' own; a missing one is
+/// said so).
+async fn hash_parameters(stream: &Stream, keys: &StreamKeys, key: &str) -> Result<Value, Failure> {
+    if !key.starts_with(&keys.payload_prefix()) {
+        return Ok(Value::from(format!(
             "not read: {key} is outside this stream's payload hashes"
-        )),
-        None => Value::Object(inline),
-    };
-    doc.insert("parameters".into(), parameters);
-    super::personal::present(stream, &mut doc).await?;
-    Ok(doc)
+        )));
+    }
+    let hash: Vec<(String, Vec<u8>)> = ::redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut stream.conn())
+        .await
+        .map_err(|e| redis(format!("HGETALL {key}"), e))?;
+    if hash.is_empty() {
+        return Ok(Value::from(format!(
+            "missing: {key} does not exist (expired or trimmed)"
+        )));
+    }
+    let parameters = hash
+        .into_iter()
+        .map(|(name, value)| (name, field_json(&value)))
+        .collect();
+    Ok(Value::Object(parameters))
+}
+
+/// Shows the parameters of the entry document `doc` as people may see them: personal ones
+/// sealed, forgotten or (with `--decrypt`) opened, those in an object store as the references
+/// their fields hold.
+pub async fn present(stream: &Stream, doc: &mut Map<String, Value>) -> Result<(), Failure> {
+    super::personal::present(stream, doc).await?;
+    super::objects::describe(doc, stream.json);
+    Ok(())
 }
 
 /// The entry of `keys`' stream that `wanted` names.

@@ -136,14 +136,20 @@ pub async fn dead_letters(url: &str, uri: &str, group: &str, n: u64) {
         .subscribe_orders_consumer(Failing)
         .await
         .unwrap();
+    listed_dead_letters(url, uri, group, n).await;
+    consumer.shutdown().await.unwrap();
+}
+
+/// What `backbone dead list` shows of `group` on `uri` once it shows `n` dead letters; fails
+/// after 20 s.
+pub async fn listed_dead_letters(url: &str, uri: &str, group: &str, n: u64) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let listed = json_lines(backbone(url).args(["dead", "list", uri, group]));
         if listed.len() as u64 == n {
-            break;
+            return listed;
         }
         assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    consumer.shutdown().await.unwrap();
 }

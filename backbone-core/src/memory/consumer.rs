@@ -1,266 +1,26 @@
-//! An in-memory channel with consumer-group semantics, for users' unit tests.
-//!
-//! Each (environment, uri) is a log of events. Each group reads the whole log from the start
-//! (like a Redis group created at `0`); within a group each event goes to one consumer; an event
-//! whose handler fails stays pending for that consumer and is delivered to it again when a
-//! consumer of the same name starts. Nothing survives the [`InMemoryBroker`].
-//!
-//! ```
-//! use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult};
-//! use backbone_core::memory::InMemoryBroker;
-//!
-//! #[events_contract]
-//! pub trait Counter {
-//!     async fn add(&self, n: i64);
-//! }
-//!
-//! struct Sum(std::sync::Arc<std::sync::atomic::AtomicI64>);
-//!
-//! #[async_trait]
-//! impl CounterConsumer for Sum {
-//!     async fn add(&self, _ctx: &ConsumerContext, n: i64) -> HandlerResult {
-//!         self.0.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-//!         Ok(())
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), backbone_core::Error> {
-//! let broker = InMemoryBroker::new();
-//! let producer = broker.producer_builder().uri("counter").build_counter_producer().await?;
-//! for n in 1..=3 {
-//!     producer.add(n).await?;
-//! }
-//! let total = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-//! broker
-//!     .consumer_builder()
-//!     .uri("counter")
-//!     .group("sum")
-//!     .max_messages(3)
-//!     .subscribe_counter_consumer(Sum(total.clone()))
-//!     .await?
-//!     .completion()
-//!     .await?;
-//! assert_eq!(total.load(std::sync::atomic::Ordering::SeqCst), 6);
-//! # Ok(())
-//! # }
-//! ```
+//! The in-memory consumer: [`InMemoryConsumerBuilder`] and the task that claims a stream's
+//! entries for its group, fetches their objects, opens their personal parameters and hands
+//! them to the handler.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::{lock, InMemoryBroker, Pending, Stream, StreamState, SYSTEM};
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
-use crate::personal::{open_all, KeyStore, MemoryKeyStore, Sealed};
+use crate::objects::ObjectStorage;
+use crate::personal::{open_all, KeyStore, Sealed};
 use crate::{
     lifetime::{Health, HealthProbe},
     metadata::now_millis,
     names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
-    HandleError, MessageId, Metadata, Middleware, OutgoingEvent, Producer, ProducerBuilder,
-    Publish, StreamAddress,
+    Fields, HandleError, Metadata, Middleware, OutgoingEvent, StreamAddress,
 };
-
-/// An in-memory broker: a set of streams shared by the producers and consumers built from it.
-/// Cloning it shares the streams.
-#[derive(Clone)]
-pub struct InMemoryBroker {
-    streams: Arc<Mutex<HashMap<StreamAddress, Arc<Stream>>>>,
-    keys: Arc<dyn KeyStore>,
-}
-
-impl Default for InMemoryBroker {
-    fn default() -> Self {
-        InMemoryBroker {
-            streams: Arc::default(),
-            keys: Arc::new(MemoryKeyStore::new()),
-        }
-    }
-}
-
-impl std::fmt::Debug for InMemoryBroker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryBroker").finish_non_exhaustive()
-    }
-}
-
-impl InMemoryBroker {
-    /// An empty broker.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A broker whose producers and consumers keep subjects' keys in `keys` instead of their
-    /// own [`MemoryKeyStore`].
-    pub fn with_key_store(keys: Arc<dyn KeyStore>) -> Self {
-        InMemoryBroker {
-            keys,
-            ..Self::default()
-        }
-    }
-
-    /// The key store of personal parameters (see [`personal`](crate::personal)): forget a
-    /// subject with `broker.key_store().forget("customer-7").await`.
-    pub fn key_store(&self) -> Arc<dyn KeyStore> {
-        self.keys.clone()
-    }
-
-    /// A builder for producers writing to this broker.
-    pub fn producer_builder(&self) -> InMemoryProducerBuilder {
-        InMemoryProducerBuilder {
-            broker: self.clone(),
-            environment: None,
-            uri: None,
-            middlewares: Middlewares::default(),
-        }
-    }
-
-    /// A builder for consumers reading from this broker.
-    pub fn consumer_builder(&self) -> InMemoryConsumerBuilder {
-        InMemoryConsumerBuilder {
-            broker: self.clone(),
-            environment: None,
-            uri: None,
-            group: "default".to_owned(),
-            name: None,
-            ack: AckMode::OnSuccess,
-            max_messages: None,
-            middlewares: Middlewares::default(),
-        }
-    }
-
-    /// The number of events ever sent to (environment, uri).
-    pub fn len(&self, environment: Option<&str>, uri: &str) -> usize {
-        self.find(environment, uri)
-            .map_or(0, |s| lock(&s.state).entries.len())
-    }
-
-    /// The number of events delivered to `group` and not yet acknowledged.
-    pub fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
-        self.find(environment, uri).map_or(0, |s| {
-            lock(&s.state)
-                .groups
-                .get(group)
-                .map_or(0, |g| g.pending.len())
-        })
-    }
-
-    fn find(&self, environment: Option<&str>, uri: &str) -> Option<Arc<Stream>> {
-        let address = StreamAddress::new(environment, uri).ok()?;
-        lock(&self.streams).get(&address).cloned()
-    }
-
-    fn stream(&self, address: &StreamAddress) -> Arc<Stream> {
-        lock(&self.streams)
-            .entry(address.clone())
-            .or_insert_with(|| {
-                Arc::new(Stream {
-                    state: Mutex::new(StreamState::default()),
-                    appended: watch::channel(0).0,
-                })
-            })
-            .clone()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; keep going with it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Stream {
-    state: Mutex<StreamState>,
-    appended: watch::Sender<usize>,
-}
-
-#[derive(Default)]
-struct StreamState {
-    entries: Vec<Arc<OutgoingEvent>>,
-    groups: HashMap<String, Group>,
-}
-
-#[derive(Default)]
-struct Group {
-    next: usize,
-    pending: BTreeMap<usize, Pending>,
-}
-
-struct Pending {
-    consumer: String,
-    deliveries: u32,
-}
-
-/// Builds producers for an [`InMemoryBroker`]; options as on the Redis builder.
-#[derive(Debug, Clone)]
-pub struct InMemoryProducerBuilder {
-    broker: InMemoryBroker,
-    environment: Option<String>,
-    uri: Option<String>,
-    middlewares: Middlewares,
-}
-
-impl InMemoryProducerBuilder {
-    /// The environment (optional).
-    pub fn environment(mut self, environment: impl Into<String>) -> Self {
-        self.environment = Some(environment.into());
-        self
-    }
-
-    /// The stream's uri (required).
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
-        self.uri = Some(uri.into());
-        self
-    }
-
-    /// Adds a [`Middleware`] around every send, inside the ones added before.
-    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
-        self.middlewares = self.middlewares.with(middleware);
-        self
-    }
-}
-
-impl ProducerBuilder for InMemoryProducerBuilder {
-    async fn build_producer(self) -> Result<Producer, Error> {
-        let address =
-            StreamAddress::from_options(self.environment.as_deref(), self.uri.as_deref())?;
-        let stream = self.broker.stream(&address);
-        let publisher = MemoryPublisher { stream, address };
-        Ok(
-            Producer::with_middlewares(Arc::new(publisher), self.middlewares)
-                .with_key_store(self.broker.keys.clone()),
-        )
-    }
-}
-
-/// The system name of the in-memory channel in spans (`messaging.system`).
-pub const SYSTEM: &str = "memory";
-
-struct MemoryPublisher {
-    stream: Arc<Stream>,
-    address: StreamAddress,
-}
-
-#[async_trait]
-impl Publish for MemoryPublisher {
-    async fn publish(&self, event: OutgoingEvent) -> Result<MessageId, Error> {
-        let id = event.message_id;
-        let len = {
-            let mut state = lock(&self.stream.state);
-            state.entries.push(Arc::new(event));
-            state.entries.len()
-        };
-        self.stream.appended.send_replace(len);
-        Ok(id)
-    }
-
-    fn info(&self) -> ChannelInfo {
-        ChannelInfo::producer(SYSTEM, self.address.clone())
-    }
-}
 
 /// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder.
 #[derive(Debug, Clone)]
@@ -276,6 +36,19 @@ pub struct InMemoryConsumerBuilder {
 }
 
 impl InMemoryConsumerBuilder {
+    pub(super) fn new(broker: InMemoryBroker) -> Self {
+        InMemoryConsumerBuilder {
+            broker,
+            environment: None,
+            uri: None,
+            group: "default".to_owned(),
+            name: None,
+            ack: AckMode::OnSuccess,
+            max_messages: None,
+            middlewares: Middlewares::default(),
+        }
+    }
+
     /// The environment (optional).
     pub fn environment(mut self, environment: impl Into<String>) -> Self {
         self.environment = Some(environment.into());
@@ -349,6 +122,7 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             max_messages: self.max_messages,
             handler,
             keys: self.broker.keys.clone(),
+            objects: self.broker.objects.clone(),
         };
         let stop = CancellationToken::new();
         let probe = consumer.probe.clone();
@@ -410,6 +184,7 @@ struct MemoryConsumer {
     max_messages: Option<u64>,
     handler: Arc<dyn EventHandler>,
     keys: Arc<dyn KeyStore>,
+    objects: ObjectStorage,
 }
 
 impl MemoryConsumer {
@@ -507,32 +282,36 @@ impl MemoryConsumer {
         Some((index, event, 1))
     }
 
-    /// The event's parameters with the personal ones opened (or marked forgotten).
-    async fn opened<'e>(
-        &self,
-        event: &'e OutgoingEvent,
-    ) -> Result<std::borrow::Cow<'e, crate::Fields>, Error> {
+    /// The event's parameters with its objects fetched, then its personal parameters opened
+    /// (or marked forgotten): the order of the Redis consumer, since an object holds the
+    /// sealed value.
+    async fn opened<'e>(&self, event: &'e OutgoingEvent) -> Result<Cow<'e, Fields>, Error> {
         let envelope = &event.envelope;
-        let Some(subject) = envelope
-            .subject
-            .as_deref()
-            .filter(|_| !envelope.personal.is_empty())
-        else {
-            return Ok(std::borrow::Cow::Borrowed(&event.fields));
-        };
+        let subject = (envelope.subject.as_deref()).filter(|_| !envelope.personal.is_empty());
+        if envelope.objects.is_empty() && subject.is_none() {
+            return Ok(Cow::Borrowed(&event.fields));
+        }
         let mut fields = event.fields.clone();
-        let personal: Vec<String> = envelope.personal.iter().map(|n| (*n).to_owned()).collect();
-        let sealed = Sealed {
-            subject,
-            message_id: &event.message_id,
-            personal: &personal,
-            fields: &mut fields,
-        };
-        open_all(&*self.keys, vec![sealed])
-            .await?
-            .pop()
-            .unwrap_or(Ok(()))?;
-        Ok(std::borrow::Cow::Owned(fields))
+        if !envelope.objects.is_empty() {
+            let stream = super::object_stream(&self.address);
+            (self.objects)
+                .fetch(&stream, &event.message_id, &envelope.objects, &mut fields)
+                .await?;
+        }
+        if let Some(subject) = subject {
+            let personal: Vec<String> = envelope.personal.iter().map(|n| (*n).to_owned()).collect();
+            let sealed = Sealed {
+                subject,
+                message_id: &event.message_id,
+                personal: &personal,
+                fields: &mut fields,
+            };
+            open_all(&*self.keys, vec![sealed])
+                .await?
+                .pop()
+                .unwrap_or(Ok(()))?;
+        }
+        Ok(Cow::Owned(fields))
     }
 
     /// Hands one entry to the handler; true when it was handled.
