@@ -97,21 +97,12 @@ async fn every_parameter_kind_round_trips_through_an_object_store() {
         "no payload hash"
     );
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = RedisConsumerBuilder::new()
+    let consumer = RedisConsumerBuilder::new()
         .url(redis.url())
         .uri(&uri)
         .object_store(objects)
-        .max_messages(sent.len() as u64)
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let got = collect(&mut rx, sent.len(), WAIT).await;
-    lifetime.completion().await.unwrap();
-    for ((meta, event), (id, expected)) in got.iter().zip(ids.iter().zip(&sent)) {
-        assert_eq!(&meta.message_id, id);
-        assert_eq!(format!("{event:?}"), format!("{expected:?}"), "{id}");
-    }
+        .max_messages(sent.len() as u64);
+    assert_kinds_consumed_through(consumer, &ids, &sent).await;
 }
 
 #[tokio::test]
@@ -323,4 +314,71 @@ async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
     let mut raw = raw(redis.url()).await;
     let holds: u64 = raw.hlen(keys(&uri).holds()).await.unwrap();
     assert_eq!(holds, 0);
+}
+
+/// A UUIDv7 message id created `ago` before now.
+fn created_ago(ago: std::time::Duration, n: u8) -> MessageId {
+    let ms = backbone_core::metadata::now_millis() - ago.as_millis() as u64;
+    let hex = format!("{ms:012x}");
+    format!("{}-{}-7000-8000-0000000000{n:02x}", &hex[..8], &hex[8..])
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn orphaned_and_expired_objects_are_swept() {
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-sweep");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let stream = keys(&uri).stream().to_owned();
+    let two_hours = std::time::Duration::from_secs(7200);
+    // Objects put by sends whose entries were never written (an unknown outcome): one two
+    // hours old, one just now; and an old one that a dead letter holds.
+    let put = |id: MessageId| {
+        let objects = objects.clone();
+        let stream = stream.clone();
+        async move {
+            let mut fields = backbone_core::Fields::new();
+            fields.set("s", format!("\"{}\"", "o".repeat(500)).into_bytes());
+            objects.offload(&stream, &id, &mut fields).await.unwrap();
+        }
+    };
+    let (orphan, recent, held) = (
+        created_ago(two_hours, 1),
+        MessageId::new(),
+        created_ago(two_hours, 2),
+    );
+    for id in [orphan, recent, held] {
+        put(id).await;
+    }
+    let mut raw = raw(redis.url()).await;
+    let _: i64 = raw
+        .hincr(keys(&uri).holds(), held.to_string(), 1)
+        .await
+        .unwrap();
+    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let big = ObjectKindsEvent::Text { s: "l".repeat(500) };
+    let live = producer.producer().send(&big).await.unwrap();
+    let events = objects.events(&stream).await.unwrap();
+    assert_eq!(events.len(), 4);
+
+    let bare = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let err = bare.delete_orphan_objects(two_hours).await.unwrap_err();
+    assert!(err.to_string().contains("object_store"), "{err}");
+    let admin = bare.object_store(objects.clone());
+    let second = std::time::Duration::from_secs(1);
+    let err = admin.delete_orphan_objects(second).await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(admin.delete_orphan_objects(hour).await.unwrap(), 1);
+    let mut left = vec![recent, held, live];
+    left.sort();
+    assert_eq!(objects.events(&stream).await.unwrap(), left);
+
+    // A retention of an hour deletes the old object, held or not.
+    assert_eq!(admin.expire_objects(hour).await.unwrap(), 1);
+    let mut left = vec![recent, live];
+    left.sort();
+    assert_eq!(objects.events(&stream).await.unwrap(), left);
 }

@@ -16,7 +16,9 @@
 //! dead-lettered with the reason); the store failing is [`Error::Channel`].
 //!
 //! The objects' lifetime follows the entry: a trim deletes those of the entries it removes,
-//! except while a dead letter refers to them; purging that dead letter deletes them.
+//! except while a dead letter or a replayed entry refers to them; purging the last such dead
+//! letter deletes them (see `backbone_redis::StreamAdmin`, which also deletes orphans and
+//! expires objects past a retention).
 //!
 //! ```
 //! use backbone_core::objects::ObjectStorage;
@@ -35,7 +37,7 @@
 //!
 //! objects.fetch("orders", &id, &moved, &mut fields).await?;
 //! assert_eq!(fields.get("scan").unwrap().len(), 102);
-//! assert_eq!(objects.delete("orders", &id, &moved).await?, 1);
+//! assert_eq!(objects.delete("orders", &id).await?, 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -232,6 +234,39 @@ impl ObjectStorage {
             fields.set(name, bytes.to_vec());
         }
         Ok(())
+    }
+
+    /// The events of `stream` that have objects in the store (one listing of the objects under
+    /// the stream's prefix, `<root>/<stream>/`), in order; a directory not named like a
+    /// message id is left out.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use backbone_core::{objects::ObjectStorage, Fields, MessageId};
+    ///
+    /// let objects = ObjectStorage::in_memory().threshold(4);
+    /// let (id, mut fields) = (MessageId::new(), Fields::new());
+    /// fields.set("scan", b"\"a large scan\"".to_vec());
+    /// objects.offload("bb:{orders}:events", &id, &mut fields).await.unwrap();
+    /// assert_eq!(objects.events("bb:{orders}:events").await.unwrap(), [id]);
+    /// assert!(objects.events("bb:{other}:events").await.unwrap().is_empty());
+    /// # });
+    /// ```
+    pub async fn events(&self, stream: &str) -> Result<Vec<MessageId>, Error> {
+        let prefix = self.root.clone().join(stream);
+        let depth = prefix.parts().count();
+        let listed: Vec<Path> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|e| Error::channel(format!("list the objects under {prefix}"), e))?;
+        let ids: std::collections::BTreeSet<MessageId> = listed
+            .iter()
+            .filter_map(|path| path.parts().nth(depth)?.as_ref().parse().ok())
+            .collect();
+        Ok(ids.into_iter().collect())
     }
 
     /// Deletes every object of the event `message_id` in `stream`: one listing of the event's

@@ -47,10 +47,11 @@ pub const EVENT_STORE: &str = "-@all +client|setname +evalsha +script|load +mult
 
 /// An admin: safe trimming (`StreamAdmin::trim`, `trim_before`: the plan's reads and the trim
 /// script) and dead letters (`DeadLetters` list, get, replay, purge); both release payloads
-/// through the stream's holds (`HGET`, `HINCRBY`, `HDEL`).
+/// through the stream's holds (`HGET`, `HINCRBY`, `HDEL`), which the object sweeps read
+/// (`HMGET`).
 pub const ADMIN: &str = "-@all +client|setname +evalsha +script|load +type \
      +exists +del +xlen +xrange +xrevrange +xinfo|groups +xpending +xtrim +xdel +xadd \
-     +hget +hincrby +hdel";
+     +hget +hmget +hincrby +hdel";
 
 /// What a consumer of an ordered group (`RedisConsumerBuilder::ordered`) needs besides
 /// [`CONSUMER`]: the membership (`members.lua`: a sorted set) and the partitions' leases

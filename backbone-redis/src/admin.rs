@@ -398,5 +398,7 @@ impl StreamAdmin {
     }
 }
 
+mod objects;
+
 #[cfg(test)]
 mod tests;
