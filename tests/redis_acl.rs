@@ -322,11 +322,11 @@ async fn an_event_store_needs_exactly_its_rule() {
 async fn an_admin_needs_exactly_its_rule() {
     let server = server();
     let uri = unique_name("acl-admin");
-    // As the default user: ticks handled by group g, tick 2 dead-lettered.
+    // As the default user: ticks handled by group g, ticks 2 and 4 dead-lettered.
     let sender = producer(server.url(), &uri).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut recorder = TickRecorder::new("g", tx);
-    recorder.fail = |n| n == 2;
+    recorder.fail = |n| n == 2 || n == 4;
     let lifetime = RedisConsumerBuilder::new()
         .url(server.url())
         .uri(&uri)
@@ -336,17 +336,17 @@ async fn an_admin_needs_exactly_its_rule() {
         .await
         .unwrap();
     send(&sender, 0..5).await;
-    collect(&mut rx, 4, WAIT).await;
+    collect(&mut rx, 3, WAIT).await;
     let (url, password) = user(&server, &uri, acl::ADMIN, "").await;
     let dead = DeadLetters::connect(&url, None, &uri, "g").await.unwrap();
-    wait_dead_letters(&dead, 1).await;
+    wait_dead_letters(&dead, 2).await;
     lifetime.shutdown().await.unwrap();
 
     let letters = dead.list(None, 10).await.unwrap();
-    assert_eq!(letters.len(), 1);
+    assert_eq!(letters.len(), 2);
     assert!(dead.get(&letters[0].id).await.unwrap().is_some());
     dead.replay(&letters[0].id).await.unwrap();
-    assert_eq!(dead.len().await.unwrap(), 0);
+    assert_eq!(dead.len().await.unwrap(), 1);
     let (refused_url, password2) = user(&server, &uri, acl::ADMIN, "-xtrim").await;
     let refused_admin = StreamAdmin::connect(&refused_url, None, &uri)
         .await
@@ -363,7 +363,22 @@ async fn an_admin_needs_exactly_its_rule() {
         (report.entries, report.held_back_by.as_deref()),
         (5, Some("g"))
     );
+    // Purging tick 4's dead letter, its last reference, releases its payload.
+    assert!(dead.purge(&letters[1].id).await.unwrap());
     assert_eq!(dead.purge_all().await.unwrap(), 0);
+    // An orphaned object, two hours old: the sweep reads the holds and deletes it.
+    let objects = backbone_core::objects::ObjectStorage::in_memory().threshold(4);
+    let mut fields = backbone_core::Fields::new();
+    fields.set("s", b"\"an orphan\"".to_vec());
+    let orphan = created_ago(Duration::from_secs(7200), 1);
+    let stream = admin.keys().stream().to_owned();
+    objects
+        .offload(&stream, &orphan, &mut fields)
+        .await
+        .unwrap();
+    let admin = admin.object_store(objects);
+    let hour = Duration::from_secs(3600);
+    assert_eq!(admin.delete_orphan_objects(hour).await.unwrap(), 1);
 }
 
 #[test]

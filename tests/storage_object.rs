@@ -316,15 +316,6 @@ async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
     assert_eq!(holds, 0);
 }
 
-/// A UUIDv7 message id created `ago` before now.
-fn created_ago(ago: std::time::Duration, n: u8) -> MessageId {
-    let ms = backbone_core::metadata::now_millis() - ago.as_millis() as u64;
-    let hex = format!("{ms:012x}");
-    format!("{}-{}-7000-8000-0000000000{n:02x}", &hex[..8], &hex[8..])
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn orphaned_and_expired_objects_are_swept() {
     let redis = shared().await.unwrap();

@@ -469,3 +469,12 @@ pub async fn assert_kinds_consumed_through(
         );
     }
 }
+
+/// A UUIDv7 message id created `ago` before now.
+pub fn created_ago(ago: std::time::Duration, n: u8) -> MessageId {
+    let ms = backbone_core::metadata::now_millis() - ago.as_millis() as u64;
+    let hex = format!("{ms:012x}");
+    format!("{}-{}-7000-8000-0000000000{n:02x}", &hex[..8], &hex[8..])
+        .parse()
+        .unwrap()
+}
