@@ -7,9 +7,12 @@
 //! or trimmed), followed by the `dead.*` fields below. Every field whose name starts with
 //! [`DEAD_PREFIX`] is the dead letter's own; every other field belongs to the original entry
 //! (backbone never writes entry fields named `dead.*`; a foreign entry's `dead.*` fields would be
-//! taken for the dead letter's and not replayed). The payload hash is left in place, so a dead
-//! letter can be replayed as long as its payload hash exists; an inline event's dead letter
-//! holds its `param.<name>` fields among the original ones, and replays with them.
+//! taken for the dead letter's and not replayed). The payload (hash or objects) is left in place
+//! and held (see [`crate::holds`]): trimming the entry does not delete it while the dead letter
+//! or its replay needs it, so a dead letter can be replayed unless its payload expired
+//! (`payload_ttl`, [`StreamAdmin::expire_objects`](crate::StreamAdmin::expire_objects)); an
+//! inline event's dead letter holds its `param.<name>` fields among the original ones, and
+//! replays with them.
 
 use std::fmt;
 
@@ -193,7 +196,8 @@ impl DeadLetterEntry {
 /// An operator's handle on the dead letters of one consumer group: list, inspect, replay, purge.
 ///
 /// Replaying appends the dead letter's original fields to the stream as a new entry (new stream
-/// id, same message id and payload hash) and removes the dead letter, in one script. Like every
+/// id, same message id and payload, marked `replayed`) and removes the dead letter, in one
+/// script. Like every
 /// entry, the replayed one goes to **every** group of the stream, not only to the group that
 /// dead-lettered it: handlers of other groups must tolerate seeing the event again (delivery is
 /// at least once anyway). A replay needs the payload hash to still exist (see `payload_ttl`):
