@@ -373,3 +373,89 @@ async fn orphaned_and_expired_objects_are_swept() {
     left.sort();
     assert_eq!(objects.events(&stream).await.unwrap(), left);
 }
+
+#[tokio::test]
+async fn the_event_store_appends_and_reads_object_parameters() {
+    use backbone_core::store::{AppendOptions, ExpectedVersion};
+    use backbone_redis::store::EventStoreBuilder;
+
+    let redis = shared().await.unwrap();
+    let uri = unique_name("object-store");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = files(&dir);
+    let builder = || EventStoreBuilder::new().url(redis.url()).uri(&uri);
+    let sent = kinds_cases();
+    let converted: Vec<ObjectKindsEvent> = sent.iter().map(convert).collect();
+
+    // Without an object store, nothing is written.
+    let bare = builder().build::<ObjectKindsEvent>().await.unwrap();
+    let err = bare
+        .append(
+            "doc-1",
+            ExpectedVersion::NoStream,
+            &converted,
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("EventStoreBuilder::object_store"),
+        "{err}"
+    );
+    assert_eq!(bare.version("doc-1").await.unwrap(), 0);
+    assert_eq!(stored(&dir), Vec::<String>::new());
+
+    let store = builder()
+        .object_store(objects.clone())
+        .build::<ObjectKindsEvent>()
+        .await
+        .unwrap();
+    let result = store
+        .append(
+            "doc-1",
+            ExpectedVersion::NoStream,
+            &converted,
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.version, sent.len() as u64);
+    let files_now = stored(&dir);
+    assert_eq!(files_now.len(), 3, "the 2 MiB text, the user and its list");
+    let page = store.read("doc-1", 1, 100).await.unwrap();
+    let read: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| format!("{:?}", convert::<_, KindsEvent>(&e.event)))
+        .collect();
+    let expected: Vec<String> = sent.iter().map(|e| format!("{e:?}")).collect();
+    assert_eq!(read, expected);
+    // The contract's consumers read them from the same objects.
+    let ids: Vec<MessageId> = page.events.iter().map(|e| e.metadata.message_id).collect();
+    let consumer = RedisConsumerBuilder::new()
+        .url(redis.url())
+        .uri(&uri)
+        .object_store(objects.clone())
+        .max_messages(sent.len() as u64);
+    assert_kinds_consumed_through(consumer, &ids, &sent).await;
+
+    // A refused append deletes the objects it put; a store without objects cannot read them.
+    let err = store
+        .append(
+            "doc-1",
+            ExpectedVersion::NoStream,
+            &converted,
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err:?}");
+    assert_eq!(stored(&dir), files_now);
+    let err = bare.read("doc-1", 1, 100).await.unwrap_err();
+    assert!(matches!(err, Error::BadStoredEvent { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("this event store has none"),
+        "{err}"
+    );
+}

@@ -85,11 +85,12 @@ impl<E: ContractEvent> EventStore<E> {
             .iter()
             .map(|event| Ok((event.operation(), event.encode()?)))
             .collect::<Result<Vec<_>, Error>>()?;
-        if let Some((operation, _)) = encoded.iter().find(|(op, _)| op.storage == Storage::Object) {
+        let object = encoded.iter().find(|(op, _)| op.storage == Storage::Object);
+        if let (Some((operation, _)), None) = (object, &self.objects) {
             return Err(Error::Config(format!(
-                "operation `{}` keeps large parameters in an object store (storage = \"object\"): \
-                 the event store does not; declare it `hash` or `inline` for the store. Nothing \
-                 was written",
+                "operation `{}` keeps large parameters in an object store (storage = \"object\"), \
+                 and this event store has none (EventStoreBuilder::object_store). Nothing was \
+                 written",
                 operation.name
             )));
         }
@@ -107,6 +108,8 @@ impl<E: ContractEvent> EventStore<E> {
             .arg(events.len())
             .arg(fingerprint);
         let base = options.envelope();
+        // The events whose objects were put, deleted again unless the script writes them.
+        let mut uploaded = Vec::new();
         for (operation, mut fields) in encoded {
             let id = MessageId::new();
             let (subject, personal) = seal_event(
@@ -117,9 +120,21 @@ impl<E: ContractEvent> EventStore<E> {
                 &mut fields,
             )
             .await?;
+            let mut objects = Vec::new();
+            if let (Storage::Object, Some(store)) = (operation.storage, &self.objects) {
+                let put = store.offload(keys.stream(), &id, &mut fields).await;
+                if put.is_err() {
+                    self.delete_unwritten(keys.stream(), &uploaded).await;
+                }
+                objects = put?;
+                if !objects.is_empty() {
+                    uploaded.push(id);
+                }
+            }
             let envelope = Envelope {
                 subject,
                 personal,
+                objects,
                 ..base.clone()
             };
             invocation.key(keys.payload(&id));
@@ -130,7 +145,7 @@ impl<E: ContractEvent> EventStore<E> {
             let extra = envelope_fields(&id, None, &envelope);
             // An inline event's parameters are entry fields (`param.<name>`), in both
             // streams, and it has no payload hash: no hash fields.
-            let inline = operation.storage == Storage::Inline;
+            let inline = operation.storage.is_inline();
             let params = if inline { fields.len() } else { 0 };
             invocation.arg(extra.len() + params);
             for (name, value) in &extra {
@@ -155,6 +170,10 @@ impl<E: ContractEvent> EventStore<E> {
             .map_err(|e| redis_error(context(), e))?;
         let (status, text): (String, String) = redis::from_redis_value(reply)
             .map_err(|e| Error::channel(context(), format!("unexpected reply: {e}")))?;
+        if status != "ok" {
+            // Refused, or the replay of an earlier append: these events were not written.
+            self.delete_unwritten(keys.stream(), &uploaded).await;
+        }
         match status.as_str() {
             "conflict" => Err(Error::WrongExpectedVersion {
                 aggregate: aggregate_id.to_owned(),
@@ -188,6 +207,18 @@ impl<E: ContractEvent> EventStore<E> {
 }
 
 impl<E: ContractEvent> EventStore<E> {
+    /// Deletes the objects of `events`, which the append did not write; a failure is logged
+    /// (`StreamAdmin::delete_orphan_objects` finds what is left).
+    async fn delete_unwritten(&self, stream: &str, events: &[MessageId]) {
+        let Some(objects) = &self.objects else { return };
+        for id in events {
+            if let Err(e) = objects.delete(stream, id).await {
+                tracing::warn!(stream, message_id = %id, error = %e,
+                    "cannot delete the objects of an event that was not appended");
+            }
+        }
+    }
+
     /// On a partitioned store, the append script sees only the idempotency records of its
     /// aggregate's partition: first look for `key` in the others, so that a key reused for an
     /// aggregate of another partition is refused too. (Two appends racing with one new key to

@@ -28,6 +28,7 @@ use crate::key_store::KeyStoreSetting;
 use crate::keys::StreamKeys;
 use crate::layout::Layout;
 use crate::settings::{settings_setters, RedisSettings};
+use backbone_core::objects::ObjectStorage;
 
 pub use projection::{Checkpoint, Progress, ProjectionHandle};
 pub use read::Page;
@@ -60,6 +61,7 @@ pub struct EventStoreBuilder {
     idempotency_ttl: Duration,
     caching: CachingPolicy,
     key_store: KeyStoreSetting,
+    objects: Option<ObjectStorage>,
 }
 
 impl Default for EventStoreBuilder {
@@ -69,6 +71,7 @@ impl Default for EventStoreBuilder {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             caching: CachingPolicy::default(),
             key_store: KeyStoreSetting::default(),
+            objects: None,
         }
     }
 }
@@ -104,6 +107,32 @@ impl EventStoreBuilder {
         self
     }
 
+    /// The object store of `storage = "object"` operations (see
+    /// [`ObjectStorage`]): an append puts their large parameters there, reads fetch them.
+    /// Use the same as the contract's producers and consumers. Without one, appending such an
+    /// operation is refused ([`Error::Config`]) before anything is written, and reading one is
+    /// an [`Error::BadStoredEvent`].
+    ///
+    /// ```no_run
+    /// use backbone_core::objects::ObjectStorage;
+    /// use backbone_redis::store::EventStoreBuilder;
+    ///
+    /// # async fn run(objects: ObjectStorage) -> Result<(), backbone_core::Error> {
+    /// # #[backbone_core::events_contract(storage = "object")]
+    /// # pub trait Documents { async fn scanned(&self, pdf: Vec<u8>); }
+    /// let store = EventStoreBuilder::new()
+    ///     .uri("documents")
+    ///     .object_store(objects)
+    ///     .build::<DocumentsEvent>()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn object_store(mut self, objects: ObjectStorage) -> Self {
+        self.objects = Some(objects);
+        self
+    }
+
     /// Connects a store for events of type `E` (a contract's generated `XEvent`).
     pub async fn build<E: ContractEvent>(self) -> Result<EventStore<E>, Error> {
         let address = self.settings.address()?;
@@ -118,6 +147,7 @@ impl EventStoreBuilder {
         layout.check(&mut connection).await?;
         Ok(EventStore {
             key_store: self.key_store.resolve(&connection),
+            objects: self.objects,
             connection,
             layout,
             address,
@@ -137,6 +167,7 @@ pub struct EventStore<E> {
     idempotency_ttl: Duration,
     caching: CachingPolicy,
     pub(crate) key_store: Arc<dyn KeyStore>,
+    pub(crate) objects: Option<ObjectStorage>,
     _event: PhantomData<fn() -> E>,
 }
 
@@ -149,6 +180,7 @@ impl<E> Clone for EventStore<E> {
             idempotency_ttl: self.idempotency_ttl,
             caching: self.caching.clone(),
             key_store: self.key_store.clone(),
+            objects: self.objects.clone(),
             _event: PhantomData,
         }
     }

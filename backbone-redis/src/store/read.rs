@@ -4,6 +4,7 @@
 use backbone_core::personal::open_all;
 use backbone_core::store::StoredEvent;
 use backbone_core::{ContractEvent, Error, Fields};
+use futures::future::join_all;
 use futures::Stream;
 use redis::Value;
 
@@ -213,6 +214,17 @@ impl<E: ContractEvent> EventStore<E> {
                 parameters(&entry, &header, &mut payloads).map_err(|e| origin.bad(&entry, e))?;
             parts.push((entry, header, fields));
         }
+        // Objects hold sealed values: fetched (all at once) before opening. Their paths derive
+        // from the contract stream's key, whichever of the two streams the entry comes from.
+        let fetched = join_all(
+            parts
+                .iter_mut()
+                .map(|(_, header, fields)| self.fetch_objects(keys.stream(), header, fields)),
+        )
+        .await;
+        for ((entry, _, _), fetched) in parts.iter().zip(fetched) {
+            fetched.map_err(|e| origin.bad(entry, e))?;
+        }
         let mut opened: Vec<Result<(), Error>> = parts.iter().map(|_| Ok(())).collect();
         let mut sealed = Vec::new();
         let mut at = Vec::new();
@@ -244,6 +256,31 @@ impl<E: ContractEvent> EventStore<E> {
             });
         }
         Ok(events)
+    }
+}
+
+impl<E: ContractEvent> EventStore<E> {
+    /// Replaces the entry's object references in `fields` with the objects.
+    async fn fetch_objects(
+        &self,
+        stream: &str,
+        header: &EntryHeader,
+        fields: &mut Fields,
+    ) -> Result<(), Error> {
+        let Some(first) = header.objects.first() else {
+            return Ok(());
+        };
+        let Some(objects) = &self.objects else {
+            return Err(Error::BadObject {
+                parameter: first.clone(),
+                reason: "the entry keeps it in an object store, and this event store has none \
+                         (EventStoreBuilder::object_store)"
+                    .into(),
+            });
+        };
+        objects
+            .fetch(stream, &header.message_id, &header.objects, fields)
+            .await
     }
 }
 
