@@ -19,6 +19,25 @@ use common::*;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
+/// A test's Redis, stream and object store (files in a temporary directory).
+struct Setup {
+    url: String,
+    uri: String,
+    dir: tempfile::TempDir,
+    objects: ObjectStorage,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let redis = shared().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Setup {
+        url: redis.url().to_owned(),
+        uri: unique_name(prefix),
+        objects: files(&dir),
+        dir,
+    }
+}
+
 /// Objects in files under `dir`, for parameters above 64 bytes.
 fn files(dir: &tempfile::TempDir) -> ObjectStorage {
     let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
@@ -55,11 +74,13 @@ fn stored(dir: &tempfile::TempDir) -> Vec<String> {
 
 #[tokio::test]
 async fn every_parameter_kind_round_trips_through_an_object_store() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-kinds");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
-    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let Setup {
+        url,
+        uri,
+        dir,
+        objects,
+    } = setup("object-kinds").await;
+    let producer = object_producer(&url, &uri, &objects).await;
     let sent = kinds_cases();
     let converted: Vec<ObjectKindsEvent> = sent.iter().map(convert).collect();
     assert!(converted
@@ -72,7 +93,7 @@ async fn every_parameter_kind_round_trips_through_an_object_store() {
 
     // The large parameters are files at the derived paths; the entries refer to them.
     let stream = keys(&uri).stream().to_owned();
-    let mut raw = raw(redis.url()).await;
+    let mut raw = raw(&url).await;
     let entries: redis::streams::StreamRangeReply = raw.xrange_all(&stream).await.unwrap();
     let mut expected = Vec::new();
     for (entry, id) in entries.ids.iter().zip(&ids) {
@@ -98,7 +119,7 @@ async fn every_parameter_kind_round_trips_through_an_object_store() {
     );
 
     let consumer = RedisConsumerBuilder::new()
-        .url(redis.url())
+        .url(&url)
         .uri(&uri)
         .object_store(objects)
         .max_messages(sent.len() as u64);
@@ -107,11 +128,13 @@ async fn every_parameter_kind_round_trips_through_an_object_store() {
 
 #[tokio::test]
 async fn missing_and_replaced_objects_and_a_consumer_without_a_store_dead_letter() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-bad");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
-    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let Setup {
+        url,
+        uri,
+        dir,
+        objects,
+    } = setup("object-bad").await;
+    let producer = object_producer(&url, &uri, &objects).await;
     let big = || ObjectKindsEvent::Text { s: "y".repeat(500) };
     let missing = producer.producer().send(&big()).await.unwrap();
     let replaced = producer.producer().send(&big()).await.unwrap();
@@ -123,13 +146,13 @@ async fn missing_and_replaced_objects_and_a_consumer_without_a_store_dead_letter
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let lifetime = RedisConsumerBuilder::new()
-        .url(redis.url())
+        .url(&url)
         .uri(&uri)
         .object_store(objects.clone())
         .subscribe_kinds_consumer(KindsRecorder(tx))
         .await
         .unwrap();
-    let dead = DeadLetters::connect(redis.url(), None, &uri, "default")
+    let dead = DeadLetters::connect(&url, None, &uri, "default")
         .await
         .unwrap();
     wait_dead_letters(&dead, 2).await;
@@ -154,19 +177,7 @@ async fn missing_and_replaced_objects_and_a_consumer_without_a_store_dead_letter
     assert!(!other.contains("zzz"), "never the value: {other}");
 
     // A consumer of another group without an object store: dead letters saying so.
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let lifetime = RedisConsumerBuilder::new()
-        .url(redis.url())
-        .uri(&uri)
-        .group("no-store")
-        .subscribe_kinds_consumer(KindsRecorder(tx))
-        .await
-        .unwrap();
-    let dead = DeadLetters::connect(redis.url(), None, &uri, "no-store")
-        .await
-        .unwrap();
-    wait_dead_letters(&dead, 3).await;
-    lifetime.shutdown().await.unwrap();
+    let dead = dead_letter_without_a_store(&url, &uri, 3).await;
     let letters = dead.list(None, 10).await.unwrap();
     let letter = letters.iter().find(|l| l.message_id == Some(good)).unwrap();
     assert!(
@@ -204,13 +215,15 @@ async fn a_producer_without_an_object_store_writes_nothing() {
 
 #[tokio::test]
 async fn a_send_that_is_not_written_deletes_its_objects() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-unwritten");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
-    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let Setup {
+        url,
+        uri,
+        dir,
+        objects,
+    } = setup("object-unwritten").await;
+    let producer = object_producer(&url, &uri, &objects).await;
     // The stream key holds a string: the publish script refuses before writing anything.
-    let mut raw = raw(redis.url()).await;
+    let mut raw = raw(&url).await;
     let _: () = raw.set(keys(&uri).stream(), "not a stream").await.unwrap();
     let big = ObjectKindsEvent::Text { s: "w".repeat(500) };
     let err = producer.producer().send(&big).await.unwrap_err();
@@ -239,11 +252,13 @@ async fn dead_letter_without_a_store(url: &str, uri: &str, n: u64) -> DeadLetter
 
 #[tokio::test]
 async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-lifetime");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
-    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let Setup {
+        url,
+        uri,
+        dir,
+        objects,
+    } = setup("object-lifetime").await;
+    let producer = object_producer(&url, &uri, &objects).await;
     let mut sent = Vec::new();
     for c in ["a", "b", "c"] {
         let big = ObjectKindsEvent::Text { s: c.repeat(500) };
@@ -254,11 +269,11 @@ async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
         let path = objects.path(keys(&uri).stream(), id, "s");
         dir.path().join(path.as_ref()).exists()
     };
-    let dead = dead_letter_without_a_store(redis.url(), &uri, 3).await;
+    let dead = dead_letter_without_a_store(&url, &uri, 3).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consume = || async {
         RedisConsumerBuilder::new()
-            .url(redis.url())
+            .url(&url)
             .uri(&uri)
             .object_store(objects.clone())
             .subscribe_kinds_consumer(KindsRecorder(tx.clone()))
@@ -270,7 +285,7 @@ async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
     lifetime.shutdown().await.unwrap();
 
     // An admin without the object store refuses to trim object events, removing nothing.
-    let bare = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let bare = StreamAdmin::connect(&url, None, &uri).await.unwrap();
     let err = bare.trim(0).await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("object_store"), "{err}");
@@ -304,24 +319,26 @@ async fn objects_live_as_long_as_an_entry_or_a_dead_letter_needs_them() {
     assert_eq!(got[0].0.message_id, a);
     let expected: KindsEvent = convert(&expected);
     assert_eq!(format!("{:?}", got[0].1), format!("{expected:?}"));
-    dead_letter_without_a_store(redis.url(), &uri, 2).await;
+    dead_letter_without_a_store(&url, &uri, 2).await;
     let report = admin.trim(0).await.unwrap();
     assert_eq!((report.entries, report.objects), (1, 0));
     assert!(file(&a) && file(&c));
 
     assert_eq!(dead.purge_all().await.unwrap(), 2);
     assert_eq!(stored(&dir), Vec::<String>::new(), "every object is gone");
-    let mut raw = raw(redis.url()).await;
+    let mut raw = raw(&url).await;
     let holds: u64 = raw.hlen(keys(&uri).holds()).await.unwrap();
     assert_eq!(holds, 0);
 }
 
 #[tokio::test]
 async fn orphaned_and_expired_objects_are_swept() {
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-sweep");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
+    let Setup {
+        url,
+        uri,
+        dir: _dir,
+        objects,
+    } = setup("object-sweep").await;
     let stream = keys(&uri).stream().to_owned();
     let two_hours = std::time::Duration::from_secs(7200);
     // Objects put by sends whose entries were never written (an unknown outcome): one two
@@ -343,18 +360,18 @@ async fn orphaned_and_expired_objects_are_swept() {
     for id in [orphan, recent, held] {
         put(id).await;
     }
-    let mut raw = raw(redis.url()).await;
+    let mut raw = raw(&url).await;
     let _: i64 = raw
         .hincr(keys(&uri).holds(), held.to_string(), 1)
         .await
         .unwrap();
-    let producer = object_producer(redis.url(), &uri, &objects).await;
+    let producer = object_producer(&url, &uri, &objects).await;
     let big = ObjectKindsEvent::Text { s: "l".repeat(500) };
     let live = producer.producer().send(&big).await.unwrap();
     let events = objects.events(&stream).await.unwrap();
     assert_eq!(events.len(), 4);
 
-    let bare = StreamAdmin::connect(redis.url(), None, &uri).await.unwrap();
+    let bare = StreamAdmin::connect(&url, None, &uri).await.unwrap();
     let err = bare.delete_orphan_objects(two_hours).await.unwrap_err();
     assert!(err.to_string().contains("object_store"), "{err}");
     let admin = bare.object_store(objects.clone());
@@ -377,27 +394,30 @@ async fn orphaned_and_expired_objects_are_swept() {
 #[tokio::test]
 async fn the_event_store_appends_and_reads_object_parameters() {
     use backbone_core::store::{AppendOptions, ExpectedVersion};
-    use backbone_redis::store::EventStoreBuilder;
+    use backbone_redis::store::{EventStore, EventStoreBuilder};
 
-    let redis = shared().await.unwrap();
-    let uri = unique_name("object-store");
-    let dir = tempfile::tempdir().unwrap();
-    let objects = files(&dir);
-    let builder = || EventStoreBuilder::new().url(redis.url()).uri(&uri);
+    let Setup {
+        url,
+        uri,
+        dir,
+        objects,
+    } = setup("object-store").await;
+    let builder = || EventStoreBuilder::new().url(&url).uri(&uri);
+    let append_all = |store: &EventStore<ObjectKindsEvent>, events: &[ObjectKindsEvent]| {
+        let (store, events) = (store.clone(), events.to_vec());
+        async move {
+            let options = AppendOptions::default();
+            store
+                .append("doc-1", ExpectedVersion::NoStream, &events, options)
+                .await
+        }
+    };
     let sent = kinds_cases();
     let converted: Vec<ObjectKindsEvent> = sent.iter().map(convert).collect();
 
     // Without an object store, nothing is written.
     let bare = builder().build::<ObjectKindsEvent>().await.unwrap();
-    let err = bare
-        .append(
-            "doc-1",
-            ExpectedVersion::NoStream,
-            &converted,
-            AppendOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = append_all(&bare, &converted).await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(
         err.to_string().contains("EventStoreBuilder::object_store"),
@@ -411,15 +431,7 @@ async fn the_event_store_appends_and_reads_object_parameters() {
         .build::<ObjectKindsEvent>()
         .await
         .unwrap();
-    let result = store
-        .append(
-            "doc-1",
-            ExpectedVersion::NoStream,
-            &converted,
-            AppendOptions::default(),
-        )
-        .await
-        .unwrap();
+    let result = append_all(&store, &converted).await.unwrap();
     assert_eq!(result.version, sent.len() as u64);
     let files_now = stored(&dir);
     assert_eq!(files_now.len(), 3, "the 2 MiB text, the user and its list");
@@ -434,22 +446,14 @@ async fn the_event_store_appends_and_reads_object_parameters() {
     // The contract's consumers read them from the same objects.
     let ids: Vec<MessageId> = page.events.iter().map(|e| e.metadata.message_id).collect();
     let consumer = RedisConsumerBuilder::new()
-        .url(redis.url())
+        .url(&url)
         .uri(&uri)
         .object_store(objects.clone())
         .max_messages(sent.len() as u64);
     assert_kinds_consumed_through(consumer, &ids, &sent).await;
 
     // A refused append deletes the objects it put; a store without objects cannot read them.
-    let err = store
-        .append(
-            "doc-1",
-            ExpectedVersion::NoStream,
-            &converted,
-            AppendOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = append_all(&store, &converted).await.unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err:?}");
     assert_eq!(stored(&dir), files_now);
     let err = bare.read("doc-1", 1, 100).await.unwrap_err();
