@@ -452,6 +452,16 @@ async fn the_event_store_appends_and_reads_object_parameters() {
         .max_messages(sent.len() as u64);
     assert_kinds_consumed_through(consumer, &ids, &sent).await;
 
+    // Trimming the contract's stream leaves the aggregate's events whole.
+    let admin = StreamAdmin::connect(&url, None, &uri).await.unwrap();
+    let report = admin.object_store(objects.clone()).trim(0).await.unwrap();
+    assert_eq!((report.entries, report.objects), (sent.len() as u64, 0));
+    assert_eq!(stored(&dir), files_now);
+    assert_eq!(
+        store.read("doc-1", 1, 100).await.unwrap().events.len(),
+        sent.len()
+    );
+
     // A refused append deletes the objects it put; a store without objects cannot read them.
     let err = append_all(&store, &converted).await.unwrap_err();
     assert!(matches!(err, Error::WrongExpectedVersion { .. }), "{err:?}");

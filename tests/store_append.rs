@@ -550,3 +550,27 @@ async fn store_events_reach_the_contract_s_consumer_groups_in_aggregate_order() 
         );
     }
 }
+
+#[tokio::test]
+async fn trimming_the_contract_stream_keeps_the_aggregates_payloads() {
+    let uri = unique_name("store-trim");
+    let store = store(&uri).await;
+    store
+        .append("a", ExpectedVersion::NoStream, &ticks(0..3), none())
+        .await
+        .unwrap();
+    let redis = shared().await.unwrap();
+    let admin = backbone_redis::StreamAdmin::connect(redis.url(), None, &uri)
+        .await
+        .unwrap();
+    let report = admin.trim(0).await.unwrap();
+    assert_eq!((report.entries, report.payloads), (3, 0));
+    let page = store.read("a", 1, 10).await.unwrap();
+    let events: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| format!("{:?}", e.event))
+        .collect();
+    let expected: Vec<String> = ticks(0..3).iter().map(|e| format!("{e:?}")).collect();
+    assert_eq!(events, expected);
+}

@@ -17,7 +17,7 @@
 use backbone_core::objects::ObjectStorage;
 use backbone_core::{Error, MessageId};
 
-use crate::entry::{MESSAGE_ID, OBJECTS, PAYLOAD, REPLAYED};
+use crate::entry::{AGGREGATE, MESSAGE_ID, OBJECTS, PAYLOAD, REPLAYED};
 use crate::keys::StreamKeys;
 
 /// The payload an entry or a dead letter refers to, as far as releasing it goes.
@@ -36,8 +36,13 @@ pub(crate) struct PayloadRef {
 
 impl PayloadRef {
     /// The payload of an entry whose fields `field` reads as text; `None` when there is
-    /// nothing to release (an inline event, an entry without a message id).
+    /// nothing to release: an inline event, an entry without a message id, and an event
+    /// appended through the event store (its aggregate's stream keeps referring to its payload
+    /// for good, so trimming the contract stream never releases it).
     pub fn of(keys: &StreamKeys, field: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        if field(AGGREGATE).is_some() {
+            return None;
+        }
         let message_id = field(MESSAGE_ID)?;
         let prefix = keys.payload_prefix();
         let hash = field(PAYLOAD).filter(|p| p.starts_with(&prefix));
@@ -157,6 +162,12 @@ mod tests {
         assert_eq!(
             PayloadRef::of_fields(&keys, &fields(&[(PAYLOAD, &own)])),
             None
+        );
+        let stored = fields(&[(MESSAGE_ID, &id), (PAYLOAD, &own), (AGGREGATE, "acc-1")]);
+        assert_eq!(
+            PayloadRef::of_fields(&keys, &stored),
+            None,
+            "the store keeps it"
         );
     }
 }
