@@ -133,7 +133,7 @@ impl Objects {
             async move {
                 let body = serde_json::to_vec(&DOCUMENT.clone())?;
                 let id = MessageId::new();
-                let reference = format!("obj.v1.{}.{}", body.len(), hex(&body));
+                let reference = format!("obj.v1.{}.{}", body.len(), sha256_hex(&body));
                 let path = storage.path(&stream, &id, "body");
                 storage.store().put(&path, PutPayload::from(body)).await?;
                 xadd(&mut redis::cmd("XADD"), &stream, &id, OPERATION)
@@ -215,7 +215,7 @@ impl Objects {
         let reference = std::str::from_utf8(field("param.body")?)?;
         let path = self.storage.path(stream, &id, "body");
         let object = self.storage.store().get(&path).await?.bytes().await?;
-        if format!("obj.v1.{}.{}", object.len(), hex(&object)) != reference {
+        if format!("obj.v1.{}.{}", object.len(), sha256_hex(&object)) != reference {
             return Err(format!("object {path} is not the one {reference} refers to").into());
         }
         Ok(object.len() as u64)
@@ -223,7 +223,7 @@ impl Objects {
 }
 
 /// The SHA-256 of `bytes`, in lowercase hex.
-fn hex(bytes: &[u8]) -> String {
+fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
