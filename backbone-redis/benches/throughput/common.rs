@@ -229,7 +229,9 @@ pub fn xadd<'a>(
 }
 
 /// The raw EVALSHA of the publish script (`scripts::PUBLISH`) for order `i` alone, on the
-/// keys of one stream (or partition): no TTL, one event, no further entry fields.
+/// keys of one stream (or partition), in the hash layout: no TTL, one event (sequence number
+/// 0, so the sequence record `KEYS[2]` is not touched and the floor not used), no further
+/// entry fields.
 pub fn publish_call<'a>(
     script: &'a Script,
     keys: &StreamKeys,
@@ -238,13 +240,16 @@ pub fn publish_call<'a>(
     let id = MessageId::new();
     let [user, product, time] = raw_fields(i, now_ns())?;
     let mut call = script.key(keys.stream());
-    call.key(keys.payload(&id))
+    call.key(keys.sequence("raw"))
+        .key(keys.payload(&id))
         .arg(0)
+        .arg(1)
         .arg(1)
         .arg(id.to_string())
         .arg(OPERATION)
         .arg(0)
         .arg(backbone_core::metadata::now_millis())
+        .arg(0)
         .arg(0)
         .arg(3);
     for (name, value) in PARAMS.iter().zip([user, product, time]) {
