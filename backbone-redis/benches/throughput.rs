@@ -8,8 +8,9 @@
 //! Cluster of its own over 1 and 6 partitions, Redis CPU summed over the masters (7), produce
 //! and consume with a `tracing` subscriber and a `metrics` recorder installed against the same
 //! with nothing listening (8), the inline storage against the hash layout and raw: produce,
-//! consume and memory per event (9), and personal (sealed) parameters against the hash layout
-//! (10). Each
+//! consume and memory per event (9), personal (sealed) parameters against the hash layout
+//! (10), and object storage (a 256 KiB parameter in a local-file object store) against the
+//! hash layout and raw: produce, consume and Redis memory per event (11). Each
 //! scenario alternates framework and raw runs on fresh streams so drift hits both, and reports
 //! events/s (or ms, bytes) for both and the ratio framework/raw. See `--help`.
 
@@ -19,6 +20,8 @@ mod append;
 mod cluster;
 #[path = "throughput/common.rs"]
 mod common;
+#[path = "throughput/compare.rs"]
+mod compare;
 #[path = "throughput/consume.rs"]
 mod consume;
 #[path = "throughput/inline.rs"]
@@ -29,6 +32,8 @@ mod instrumented;
 mod latency;
 #[path = "throughput/memory.rs"]
 mod memory;
+#[path = "throughput/objects.rs"]
+mod objects;
 #[path = "throughput/options.rs"]
 mod options;
 #[path = "throughput/personal.rs"]
@@ -100,7 +105,7 @@ async fn run(opts: Options) -> Res<bool> {
             ctx.opts.events, ctx.opts.rounds, ctx.opts.duration_s, ctx.opts.long_len
         );
     }
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("produce", |c| Box::pin(produce::run(c))),
         ("consume", |c| Box::pin(consume::run(c))),
         ("latency", |c| Box::pin(latency::run(c))),
@@ -111,6 +116,7 @@ async fn run(opts: Options) -> Res<bool> {
         ("instrumented", |c| Box::pin(instrumented::run(c))),
         ("inline", |c| Box::pin(inline::run(c))),
         ("personal", |c| Box::pin(personal::run(c))),
+        ("object", |c| Box::pin(objects::run(c))),
     ];
     assert_eq!(scenarios.map(|(name, _)| name), options::SCENARIOS);
     let started = Instant::now();

@@ -199,24 +199,39 @@ pub fn raw_publish(pipe: &mut redis::Pipeline, keys: &StreamKeys, i: u64, time: 
         .arg(PARAMS[2])
         .arg(time)
         .ignore();
-    pipe.cmd("XADD")
-        .arg(keys.stream())
+    let mut entry = redis::cmd("XADD");
+    xadd(&mut entry, keys.stream(), &id, OPERATION)
+        .arg("payload")
+        .arg(&hash);
+    pipe.add_command(entry);
+    Ok(())
+}
+
+/// The arguments of the `XADD` of event `id` of `operation` (version 0) up to its metadata:
+/// `<stream> * message_id <id> operation <operation> version 0 produced_at <now, ms>`, as the
+/// publish script writes them.
+pub fn xadd<'a>(
+    cmd: &'a mut redis::Cmd,
+    stream: &str,
+    id: &MessageId,
+    operation: &str,
+) -> &'a mut redis::Cmd {
+    cmd.arg(stream)
         .arg("*")
         .arg("message_id")
         .arg(id.to_string())
         .arg("operation")
-        .arg(OPERATION)
+        .arg(operation)
         .arg("version")
         .arg(0)
         .arg("produced_at")
         .arg(backbone_core::metadata::now_millis())
-        .arg("payload")
-        .arg(&hash);
-    Ok(())
 }
 
 /// The raw EVALSHA of the publish script (`scripts::PUBLISH`) for order `i` alone, on the
-/// keys of one stream (or partition): no TTL, one event, no further entry fields.
+/// keys of one stream (or partition), in the hash layout: no TTL, one event (sequence number
+/// 0, so the sequence record `KEYS[2]` is not touched and the floor not used), no further
+/// entry fields.
 pub fn publish_call<'a>(
     script: &'a Script,
     keys: &StreamKeys,
@@ -225,13 +240,16 @@ pub fn publish_call<'a>(
     let id = MessageId::new();
     let [user, product, time] = raw_fields(i, now_ns())?;
     let mut call = script.key(keys.stream());
-    call.key(keys.payload(&id))
+    call.key(keys.sequence("raw"))
+        .key(keys.payload(&id))
         .arg(0)
+        .arg(1)
         .arg(1)
         .arg(id.to_string())
         .arg(OPERATION)
         .arg(0)
         .arg(backbone_core::metadata::now_millis())
+        .arg(0)
         .arg(0)
         .arg(3);
     for (name, value) in PARAMS.iter().zip([user, product, time]) {
@@ -393,20 +411,17 @@ pub async fn raw_consume_on<C: ConnectionLike + Send>(
             return Err(format!("raw consumer: {handled} of {n} events by the deadline").into());
         }
         let count = (n - handled).min(batch as u64);
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(group)
-            .arg("raw")
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query_async(reader)
-            .await?;
-        let entries = parse_read(reply)?;
+        let entries: Vec<(String, Option<String>)> = read_group(reader, stream, group, count)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| {
+                let payload = fields.into_iter().find(|(k, _)| k == "payload");
+                (
+                    id,
+                    payload.map(|(_, v)| String::from_utf8_lossy(&v).into_owned()),
+                )
+            })
+            .collect();
         if entries.is_empty() {
             continue;
         }
@@ -429,8 +444,35 @@ pub async fn raw_consume_on<C: ConnectionLike + Send>(
     Ok(handled)
 }
 
-/// An `XREADGROUP` reply for one stream: each entry's id and its `payload` field.
-fn parse_read(reply: Value) -> Res<Vec<(String, Option<String>)>> {
+/// One entry as `XREADGROUP` answers it: its id and its fields.
+pub type ReadEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// One `XREADGROUP GROUP <group> raw COUNT <count> BLOCK 1000 STREAMS <stream> >`: each
+/// entry's id and fields (none when the block timed out).
+pub async fn read_group<C: ConnectionLike + Send>(
+    reader: &mut C,
+    stream: &str,
+    group: &str,
+    count: u64,
+) -> Res<Vec<ReadEntry>> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg("raw")
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(1000)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(reader)
+        .await?;
+    parse_read(reply)
+}
+
+/// An `XREADGROUP` reply for one stream: each entry's id and its fields.
+fn parse_read(reply: Value) -> Res<Vec<ReadEntry>> {
     let streams: Vec<Value> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(streams) => streams
@@ -454,12 +496,11 @@ fn parse_read(reply: Value) -> Res<Vec<(String, Option<String>)>> {
             };
             let fields = parts.pop().unwrap_or(Value::Nil);
             let id: String = redis::from_redis_value(parts.pop().unwrap_or(Value::Nil))?;
-            let fields: Vec<(String, String)> = match fields {
+            let fields: Vec<(String, Vec<u8>)> = match fields {
                 Value::Nil => Vec::new(),
                 fields => redis::from_redis_value(fields)?,
             };
-            let payload = fields.into_iter().find(|(k, _)| k == "payload");
-            out.push((id, payload.map(|(_, v)| v)));
+            out.push((id, fields));
         }
     }
     Ok(out)

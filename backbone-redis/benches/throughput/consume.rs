@@ -2,8 +2,10 @@
 //! with N events; the framework and the raw loop read the same stream, each with its own group.
 //! Scenario 5: the same, reading the newest M entries of a 10k-entry and of a long stream.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use backbone_core::ConsumerLifetime;
 use backbone_redis::testing::unique_name;
 use backbone_redis::RedisConsumerBuilder;
 use redis::Value;
@@ -16,24 +18,42 @@ use crate::common::{
 use crate::report::{eps, Row};
 
 /// How long a consume run may take before it counts as failed.
-fn limit(n: u64) -> Duration {
+pub fn limit(n: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(n)
 }
 
 /// The framework's consumer reads `n` events as `group` (created before if it exists); returns
 /// the time from subscribing to completion (its last XACK included).
 pub async fn framework(ctx: &Ctx, uri: &str, group: &str, n: u64) -> Res<Duration> {
+    framework_with(ctx, uri, group, n, |builder| {
+        builder.subscribe_shipment_tracking_consumer(NoOp::default())
+    })
+    .await
+}
+
+/// [`framework`] with the consumer that `subscribe` makes of the run's builder (URL,
+/// environment, `uri`, `group`, batch size, `n` messages).
+pub async fn framework_with<F, Fut>(
+    ctx: &Ctx,
+    uri: &str,
+    group: &str,
+    n: u64,
+    subscribe: F,
+) -> Res<Duration>
+where
+    F: FnOnce(RedisConsumerBuilder) -> Fut,
+    Fut: Future<Output = Result<ConsumerLifetime, backbone_core::Error>>,
+{
     let started = Instant::now();
-    let lifetime = RedisConsumerBuilder::new()
+    let builder = RedisConsumerBuilder::new()
         .url(&ctx.url)
         .environment(&ctx.env)
         .uri(uri)
         .group(group)
         .name("bench")
         .batch_size(ctx.opts.batch)
-        .max_messages(n)
-        .subscribe_shipment_tracking_consumer(NoOp::default())
-        .await?;
+        .max_messages(n);
+    let lifetime = subscribe(builder).await?;
     tokio::time::timeout(limit(n), lifetime.completion())
         .await
         .map_err(|_| format!("the framework consumer did not handle {n} events in time"))??;
@@ -60,7 +80,7 @@ pub async fn raw(ctx: &Ctx, uri: &str, group: &str, n: u64) -> Res<Duration> {
     Ok(took)
 }
 
-async fn check_acked(ctx: &Ctx, uri: &str, group: &str) -> Res<()> {
+pub async fn check_acked(ctx: &Ctx, uri: &str, group: &str) -> Res<()> {
     match pending(ctx, ctx.keys(uri).stream(), group).await? {
         0 => Ok(()),
         n => Err(format!("group {group}: {n} entries left pending").into()),

@@ -8,7 +8,7 @@ use backbone_redis::keys::StreamKeys;
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::common::{raw_fields, scan, Ctx, Res, OPERATION, PARAMS};
+use crate::common::{raw_fields, scan, xadd, Ctx, Res, OPERATION, PARAMS};
 use crate::produce::{produce, Writer};
 use crate::report::{bytes, Row};
 
@@ -86,20 +86,12 @@ async fn inline(ctx: &Ctx, keys: &StreamKeys, n: u64) -> Res<()> {
             let mut pipe = redis::pipe();
             for i in c * 500..((c + 1) * 500).min(n) {
                 let fields = raw_fields(i, crate::common::now_ns())?;
-                let cmd = pipe.cmd("XADD");
-                cmd.arg(keys.stream())
-                    .arg("*")
-                    .arg("message_id")
-                    .arg(MessageId::new().to_string())
-                    .arg("operation")
-                    .arg(OPERATION)
-                    .arg("version")
-                    .arg(0)
-                    .arg("produced_at")
-                    .arg(backbone_core::metadata::now_millis());
+                let mut cmd = redis::cmd("XADD");
+                xadd(&mut cmd, keys.stream(), &MessageId::new(), OPERATION);
                 for (name, value) in PARAMS.iter().zip(fields) {
                     cmd.arg(name).arg(value);
                 }
+                pipe.add_command(cmd);
             }
             pipe.query_async::<Vec<String>>(&mut conn).await?;
             Res::Ok(())

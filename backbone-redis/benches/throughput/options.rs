@@ -21,11 +21,11 @@ Framework vs raw redis-rs doing the same Redis work, on $REDIS_URL or a redis-se
   --long N        entries of the long stream of scenario 5 (default 1000000; --quick: 100000)
   --only LIST     run only these scenarios, e.g. produce,latency (of: produce, consume,
                   latency, append, long_stream, memory, cluster, instrumented,
-                  inline)
+                  inline, personal, object)
   --help          this text";
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 11] = [
     "produce",
     "consume",
     "latency",
@@ -36,6 +36,7 @@ pub const SCENARIOS: [&str; 10] = [
     "instrumented",
     "inline",
     "personal",
+    "object",
 ];
 
 #[derive(Debug, Clone, Serialize)]

@@ -2,10 +2,11 @@
 //! `require_commands.lua` and `require_stream.lua` preludes the framework prepends, loaded with
 //! `include_str!`. The baselines send them with plain redis-rs calls: no framework code runs.
 
-/// `publish.lua`. KEYS: stream, then one marker (payload hash) per event. ARGV: payload TTL ms
-/// ('0' for none), event count m, then per event: message id, operation, version, produced_at,
-/// a count k and k name/value pairs of further entry fields (ordering key, correlation...),
-/// field count n, n name/value pairs.
+/// `publish.lua`. KEYS: stream, the producer's sequence record, then one marker (payload
+/// hash) per hash-layout event. ARGV: payload TTL ms ('0' for none), event count m, the
+/// producer's floor, then per event: message id, operation, version, produced_at, sequence
+/// number ('0' in the hash layout), a count k and k name/value pairs of further entry fields
+/// (ordering key, correlation...), field count n, n name/value pairs.
 pub const PUBLISH: &str = concat!(
     include_str!("../../src/lua/require_commands.lua"),
     include_str!("../../src/lua/require_stream.lua"),
