@@ -112,8 +112,8 @@ pub fn without_store(e: backbone_core::Error, given: bool) -> Failure {
     match e {
         backbone_core::Error::Config(why) if !given && why.contains("object store") => {
             Failure::Usage(format!(
-                "{why}; nothing of it was removed: name the store with --objects \
-                 file:///absolute/dir (and --objects-root, as the producers' root)"
+                "{why}; it stays: name the store with --objects file:///absolute/dir (and \
+                 --objects-root, as the producers' root) to delete its objects"
             ))
         }
         other => Failure::Backbone(other),
