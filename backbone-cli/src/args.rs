@@ -1,5 +1,7 @@
 //! The command line: global settings and one subcommand each.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
 /// See and operate backbone's Redis streams.
@@ -35,6 +37,14 @@ pub struct Global {
     /// The prefix of the key store's keys (the data subjects' keys).
     #[arg(long, global = true, default_value = backbone_redis::key_store::DEFAULT_PREFIX)]
     pub key_prefix: String,
+    /// The object store of `storage = "object"` events, as a URL: `file:///absolute/dir`, the
+    /// directory the producers' store writes under (this build reads local files only).
+    /// `trim`, `dead purge` and `objects sweep` delete objects through it.
+    #[arg(long, global = true, env = "BACKBONE_OBJECTS", hide_env_values = true)]
+    pub objects: Option<String>,
+    /// Where in the object store backbone keeps objects: the producers' `ObjectStorage::root`.
+    #[arg(long, global = true, default_value = "backbone")]
+    pub objects_root: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +110,34 @@ pub enum Command {
         /// Remove the entries before this stream id.
         #[arg(long)]
         before: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// A stream's objects in the object store (`--objects`).
+    Objects {
+        #[command(subcommand)]
+        action: Objects,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Objects {
+    /// Deletes, on every partition, the objects that nothing refers to any more and, with
+    /// `--expire`, those past a retention (whatever refers to them).
+    #[command(group(clap::ArgGroup::new("sweep").required(true).multiple(true)))]
+    Sweep {
+        /// The stream's uri.
+        uri: String,
+        /// Delete the objects of events created this long (`1h`, `30m`) before the oldest
+        /// entry that no entry, dead letter or replayed entry refers to; at least 1m, and more
+        /// than the producers' send timeout plus clock skew.
+        #[arg(long, group = "sweep", value_parser = humantime::parse_duration)]
+        orphans_older_than: Option<Duration>,
+        /// Delete the objects of events created more than this long ago (`7d`): entries and
+        /// dead letters still naming them then fail as a missing object.
+        #[arg(long, group = "sweep", value_parser = humantime::parse_duration)]
+        expire: Option<Duration>,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,

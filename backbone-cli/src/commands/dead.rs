@@ -1,10 +1,12 @@
 //! `backbone dead list|show|replay|purge <uri> <group> [id|--all]`: a group's dead letters,
 //! on every partition of the stream; `--all` replays and purges show a progress bar to people.
+//! A purge deletes the objects of the events whose last reference goes through `--objects`.
 
 use backbone_redis::entry::PARAM_PREFIX;
 use backbone_redis::{DeadLetterEntry, DeadLetters};
 use serde_json::{Map, Value};
 
+use super::objects::without_store;
 use super::show::{present, put_fields};
 use super::{confirm, field_json, pairs, text, Stream};
 use crate::args::{Chosen, Dead, Global};
@@ -22,9 +24,20 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
         | Dead::Replay(Chosen { uri, group, .. })
         | Dead::Purge(Chosen { uri, group, .. }) => (uri, group),
     };
+    let objects = match action {
+        Dead::Purge(_) => super::objects::storage(g)?,
+        _ => None,
+    };
+    let has_store = objects.is_some();
     let stream = Stream::find(g, uri).await?;
     require_group(&stream, group).await?;
-    let partitions = DeadLetters::open_partitions(&stream.settings, group).await?;
+    let mut partitions = DeadLetters::open_partitions(&stream.settings, group).await?;
+    if let Some(objects) = objects {
+        partitions = partitions
+            .into_iter()
+            .map(|dead| dead.object_store(objects.clone()))
+            .collect();
+    }
     match action {
         Dead::List { .. } => list(&partitions, out).await,
         Dead::Show { id, .. } => {
@@ -58,7 +71,11 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
                 Some(id) => {
                     let mut purged = 0u64;
                     for dead in &partitions {
-                        purged += u64::from(dead.purge(id).await?);
+                        let gone = dead
+                            .purge(id)
+                            .await
+                            .map_err(|e| without_store(e, has_store))?;
+                        purged += u64::from(gone);
                     }
                     if purged == 0 {
                         return Err(Failure::NotFound(format!(
@@ -67,7 +84,10 @@ pub async fn run(g: &Global, action: &Dead, out: &Output) -> Result<(), Failure>
                     }
                     purged
                 }
-                None => purge_all(&partitions, out).await?,
+                None => purge_all(&partitions, out).await.map_err(|e| match e {
+                    Failure::Backbone(e) => without_store(e, has_store),
+                    other => other,
+                })?,
             };
             let mut doc = Map::new();
             doc.insert("purged".into(), Value::from(purged));

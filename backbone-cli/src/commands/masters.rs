@@ -136,6 +136,8 @@ mod tests {
             json: false,
             decrypt: false,
             key_prefix: backbone_redis::key_store::DEFAULT_PREFIX.into(),
+            objects: None,
+            objects_root: "backbone".into(),
         }
     }
 

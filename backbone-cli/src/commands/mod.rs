@@ -10,6 +10,7 @@ mod pending;
 mod personal;
 mod show;
 mod streams;
+mod sweep;
 mod tail;
 mod trim;
 
@@ -21,7 +22,7 @@ use backbone_redis::layout::Layout;
 use backbone_redis::settings::RedisSettings;
 use serde_json::{Map, Value};
 
-use crate::args::{Cli, Command, Global};
+use crate::args::{Cli, Command, Global, Objects};
 use crate::error::{redis, Failure};
 use crate::output::Output;
 
@@ -58,14 +59,28 @@ pub async fn run(cli: &Cli, out: &Output) -> Result<(), Failure> {
             before,
             yes,
         } => {
-            trim::run(
-                &Stream::find(g, uri).await?,
-                *max_len,
-                before.as_deref(),
-                *yes,
-                out,
-            )
-            .await
+            let objects = objects::storage(g)?;
+            let stream = Stream::find(g, uri).await?;
+            trim::run(&stream, *max_len, before.as_deref(), objects, *yes, out).await
+        }
+        Command::Objects {
+            action:
+                Objects::Sweep {
+                    uri,
+                    orphans_older_than,
+                    expire,
+                    yes,
+                },
+        } => {
+            let Some(objects) = objects::storage(g)? else {
+                return Err(Failure::Usage(
+                    "objects sweep needs the object store: give --objects file:///absolute/dir"
+                        .into(),
+                ));
+            };
+            let stream = Stream::find(g, uri).await?;
+            let (orphans, expire) = (*orphans_older_than, *expire);
+            sweep::run(&stream, objects, orphans, expire, *yes, out).await
         }
     }
 }

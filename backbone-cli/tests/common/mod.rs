@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
-use backbone_core::{async_trait, events_contract, ConsumerContext, HandlerResult, RetryPolicy};
+use backbone_core::{
+    async_trait, events_contract, ConsumerContext, HandlerResult, MessageId, RetryPolicy,
+};
 use backbone_redis::testing::shared;
 use backbone_redis::{RedisConsumerBuilder, RedisProducerBuilder};
 use serde_json::Value;
@@ -31,11 +33,13 @@ pub async fn url() -> String {
     shared().await.unwrap().url().to_owned()
 }
 
-/// `backbone --url <url> <args>`, with `REDIS_*` cleared so only the flags count.
+/// `backbone --url <url> <args>`, with `REDIS_*` and `BACKBONE_OBJECTS` cleared so only the
+/// flags count.
 pub fn backbone(url: &str) -> Command {
     let mut cmd = Command::cargo_bin("backbone").unwrap();
     cmd.env_remove("REDIS_URL")
         .env_remove("REDIS_CLUSTER")
+        .env_remove("BACKBONE_OBJECTS")
         .arg("--url")
         .arg(url);
     cmd
@@ -152,4 +156,13 @@ pub async fn listed_dead_letters(url: &str, uri: &str, group: &str, n: u64) -> V
         assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A UUIDv7 message id created `ago` before now (as the workspace tests' `created_ago`).
+pub fn created_ago(ago: Duration, n: u8) -> MessageId {
+    let ms = backbone_core::metadata::now_millis() - ago.as_millis() as u64;
+    let hex = format!("{ms:012x}");
+    format!("{}-{}-7000-8000-0000000000{n:02x}", &hex[..8], &hex[8..])
+        .parse()
+        .unwrap()
 }
