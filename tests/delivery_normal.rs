@@ -1,5 +1,7 @@
-//! Delivery scenarios 1–3, 6, 8–12 and 14 of `delivery-scenarios.md`, against real Redis:
-//! normal delivery and ordering. Events sent before any consumer arrive intact (1); many
+//! Delivery scenarios 1–3, 6, 8–12 and 14 of `delivery-scenarios.md`, each written once
+//! against a [`Channel`] and run on real Redis and on the in-memory channel (`conformance!`:
+//! `<scenario>::redis`, `<scenario>::memory`), with the same assertions: normal delivery and
+//! ordering. Events sent before any consumer arrive intact (1); many
 //! producers and consumers in one group (2, 9); parallel streams (3); consumers started and shut
 //! down at once (6); order within one consumer (8); isolated streams (10); cancelling right after
 //! start (11); a new group gets earlier events (12); two groups each get everything (14).
@@ -7,7 +9,7 @@
 //! Every test has its own stream names. "Received all" means the set of received message ids
 //! equals the set sent; failures list the missing and extra ids. Where a scenario allows
 //! duplicates (restarts, kills, churn) the received set must still cover what was sent and hold
-//! nothing else. Shared settings and helpers: `common/delivery.rs`.
+//! nothing else. Shared settings and helpers: `common/delivery.rs`, `common/channel.rs`.
 
 mod common;
 
@@ -15,40 +17,42 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use backbone_core::{ConsumerLifetime, MessageId};
-use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::RedisProducerBuilder;
+use backbone_redis::testing::unique_name;
+use common::channel::{Channel, Consumer};
 use common::delivery::*;
 use common::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-// ---------------------------------------------------------------------------------------------
-// Scenarios
-// ---------------------------------------------------------------------------------------------
+conformance!(
+    s01_events_sent_before_any_consumer_arrive_intact,
+    s02_fifty_producers_twenty_consumers_one_group,
+    s03_twenty_streams_in_parallel,
+    s06_concurrent_start_and_shutdown_then_a_new_consumer,
+    s08_one_consumer_keeps_the_order,
+    s09_ten_thousand_events_from_twenty_producers,
+    s10_streams_are_isolated,
+    s11_cancel_right_after_start,
+    s12_a_new_group_receives_earlier_events,
+    s14_two_groups_each_receive_everything,
+);
 
 /// 1. Published before any consumer exists; a consumer started afterwards receives all, with
 ///    payloads and metadata intact; after shutdown its lifetime completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s01_events_sent_before_any_consumer_arrive_intact() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s01_events_sent_before_any_consumer_arrive_intact<C: Channel>(c: C) {
     let uri = unique_name("s01");
     let env = "s01env";
-    let p = RedisProducerBuilder::new()
-        .url(redis.url())
-        .environment(env)
-        .uri(&uri)
-        .build_ticks_producer()
-        .await
-        .unwrap();
+    let p = c.producer(Some(env), &uri).await;
     let before = backbone_core::metadata::now_millis();
     let sent = send(&p, 0..100).await;
     let after = backbone_core::metadata::now_millis();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = consumer(redis.url(), &uri, "g", "c")
-        .environment(env)
-        .subscribe_ticks_consumer(recorder("c", &tx))
+    let lifetime = c
+        .subscribe(
+            Consumer::new(&uri, "g", "c").environment(env),
+            recorder("c", &tx),
+        )
         .await
         .unwrap();
     let seen = gather(&mut rx, &sent, WAIT, SETTLE).await;
@@ -80,32 +84,30 @@ async fn s01_events_sent_before_any_consumer_arrive_intact() {
         );
     }
     stop("s01 consumer", lifetime).await;
-    let left = pending(redis.url(), &format!("{env}:{uri}"), "g").await;
-    assert!(left.is_empty(), "still pending after shutdown: {left:?}");
+    let left = c.pending(Some(env), &uri, "g").await;
+    assert_eq!(left, 0, "still pending after shutdown");
 }
 
 /// 2. 5,000 events from 50 concurrent producers; 20 consumers of one group together receive
 ///    every one, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s02_fifty_producers_twenty_consumers_one_group() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s02_fifty_producers_twenty_consumers_one_group<C: Channel>(c: C) {
     let uri = unique_name("s02");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut lifetimes = Vec::new();
     for i in 0..20 {
         let name = format!("c-{i}");
         lifetimes.push(
-            consumer(redis.url(), &uri, "g", &name)
-                .batch_size(10)
-                .subscribe_ticks_consumer(recorder(&name, &tx))
-                .await
-                .unwrap(),
+            c.subscribe(
+                Consumer::new(&uri, "g", &name).batch_size(10),
+                recorder(&name, &tx),
+            )
+            .await
+            .unwrap(),
         );
     }
     let mut tasks = Vec::new();
     for t in 0..50u64 {
-        let p = producer(redis.url(), &uri).await;
+        let p = c.producer(None, &uri).await;
         tasks.push(tokio::spawn(async move {
             send(&p, t * 100..t * 100 + 100).await
         }));
@@ -126,13 +128,10 @@ async fn s02_fifty_producers_twenty_consumers_one_group() {
 
 /// 3. 20 streams × 100 events in parallel; each stream's consumers get exactly that stream's
 ///    events.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s03_twenty_streams_in_parallel() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s03_twenty_streams_in_parallel<C: Channel>(c: C) {
     let mut tasks = Vec::new();
     for s in 0..20 {
-        let url = redis.url().to_owned();
+        let c = c.clone();
         tasks.push(tokio::spawn(async move {
             let uri = unique_name(&format!("s03-{s}"));
             let (tx, mut rx) = mpsc::unbounded_channel();
@@ -140,14 +139,15 @@ async fn s03_twenty_streams_in_parallel() {
             for i in 0..2 {
                 let name = format!("c-{i}");
                 lifetimes.push(
-                    consumer(&url, &uri, "g", &name)
-                        .batch_size(20)
-                        .subscribe_ticks_consumer(recorder(&name, &tx))
-                        .await
-                        .unwrap(),
+                    c.subscribe(
+                        Consumer::new(&uri, "g", &name).batch_size(20),
+                        recorder(&name, &tx),
+                    )
+                    .await
+                    .unwrap(),
                 );
             }
-            let sent = send(&producer(&url, &uri).await, 0..100).await;
+            let sent = send(&c.producer(None, &uri).await, 0..100).await;
             let seen = gather(&mut rx, &sent, Duration::from_secs(60), SETTLE).await;
             stop_all(&uri, lifetimes).await;
             (uri, sent, seen)
@@ -163,15 +163,12 @@ async fn s03_twenty_streams_in_parallel() {
 
 /// 6. 10 consumers started and shut down concurrently; then 50 events all reach a new
 ///    consumer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s06_concurrent_start_and_shutdown_then_a_new_consumer() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s06_concurrent_start_and_shutdown_then_a_new_consumer<C: Channel>(c: C) {
     let uri = unique_name("s06");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let starts = (0..10).map(|i| {
         let name = format!("c-{i}");
-        consumer(redis.url(), &uri, "g", &name).subscribe_ticks_consumer(recorder(&name, &tx))
+        c.subscribe(Consumer::new(&uri, "g", &name), recorder(&name, &tx))
     });
     let lifetimes: Vec<ConsumerLifetime> = futures::future::join_all(starts)
         .await
@@ -180,10 +177,10 @@ async fn s06_concurrent_start_and_shutdown_then_a_new_consumer() {
         .unwrap();
     stop_all("s06 first ten", lifetimes).await;
 
-    let sent = send(&producer(redis.url(), &uri).await, 0..50).await;
+    let sent = send(&c.producer(None, &uri).await, 0..50).await;
     let (tx, mut rx_new) = mpsc::unbounded_channel();
-    let fresh = consumer(redis.url(), &uri, "g", "new")
-        .subscribe_ticks_consumer(recorder("new", &tx))
+    let fresh = c
+        .subscribe(Consumer::new(&uri, "g", "new"), recorder("new", &tx))
         .await
         .unwrap();
     let seen = gather(&mut rx_new, &sent, WAIT, SETTLE).await;
@@ -195,17 +192,16 @@ async fn s06_concurrent_start_and_shutdown_then_a_new_consumer() {
 
 /// 8. Within one stream and one consumer, order is kept, also while events arrive during
 ///    consumption.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s08_one_consumer_keeps_the_order() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s08_one_consumer_keeps_the_order<C: Channel>(c: C) {
     let uri = unique_name("s08");
-    let p = producer(redis.url(), &uri).await;
+    let p = c.producer(None, &uri).await;
     let mut sent = send(&p, 0..100).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let lifetime = consumer(redis.url(), &uri, "g", "c")
-        .batch_size(7)
-        .subscribe_ticks_consumer(recorder("c", &tx))
+    let lifetime = c
+        .subscribe(
+            Consumer::new(&uri, "g", "c").batch_size(7),
+            recorder("c", &tx),
+        )
         .await
         .unwrap();
     sent.extend(send(&p, 100..300).await);
@@ -216,25 +212,21 @@ async fn s08_one_consumer_keeps_the_order() {
 }
 
 /// 9. 10,000 events from 20 concurrent producers, all received.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s09_ten_thousand_events_from_twenty_producers() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s09_ten_thousand_events_from_twenty_producers<C: Channel>(c: C) {
     let uri = unique_name("s09");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut lifetimes = Vec::new();
     for i in 0..4 {
         let name = format!("c-{i}");
         lifetimes.push(
-            consumer(redis.url(), &uri, "g", &name)
-                .subscribe_ticks_consumer(recorder(&name, &tx))
+            c.subscribe(Consumer::new(&uri, "g", &name), recorder(&name, &tx))
                 .await
                 .unwrap(),
         );
     }
     let mut tasks = Vec::new();
     for t in 0..20u64 {
-        let p = producer(redis.url(), &uri).await;
+        let p = c.producer(None, &uri).await;
         tasks.push(tokio::spawn(async move {
             send(&p, t * 500..t * 500 + 500).await
         }));
@@ -250,10 +242,7 @@ async fn s09_ten_thousand_events_from_twenty_producers() {
 
 /// 10. Streams are isolated: a consumer of one never sees another's events, also for one uri
 ///     in different environments and for the same group name everywhere.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s10_streams_are_isolated() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s10_streams_are_isolated<C: Channel>(c: C) {
     let uri = unique_name("s10");
     let other_uri = unique_name("s10-other");
     let addresses: [(Option<&str>, &str); 4] = [
@@ -265,18 +254,13 @@ async fn s10_streams_are_isolated() {
     let mut producers = Vec::new();
     let mut consumers = Vec::new();
     for (env, uri) in addresses {
-        let mut pb = RedisProducerBuilder::new().url(redis.url()).uri(uri);
-        let mut cb = consumer(redis.url(), uri, "g", "c");
+        let mut spec = Consumer::new(uri, "g", "c");
         if let Some(env) = env {
-            pb = pb.environment(env);
-            cb = cb.environment(env);
+            spec = spec.environment(env);
         }
-        producers.push(pb.build_ticks_producer().await.unwrap());
+        producers.push(c.producer(env, uri).await);
         let (tx, rx) = mpsc::unbounded_channel();
-        let lifetime = cb
-            .subscribe_ticks_consumer(recorder("c", &tx))
-            .await
-            .unwrap();
+        let lifetime = c.subscribe(spec, recorder("c", &tx)).await.unwrap();
         consumers.push((lifetime, rx));
     }
     let mut sent = vec![Vec::new(); addresses.len()];
@@ -301,20 +285,20 @@ async fn s10_streams_are_isolated() {
 /// 11. Cancelling a consumer right after start: its lifetime completes promptly (well before
 ///     its 5 s BLOCK ends); a new consumer still gets all, events sent before and after. What a
 ///     cancelled consumer handled before it stopped counts, but nothing may arrive twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s11_cancel_right_after_start() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s11_cancel_right_after_start<C: Channel>(c: C) {
     let uri = unique_name("s11");
-    let p = producer(redis.url(), &uri).await;
+    let p = c.producer(None, &uri).await;
     let mut sent = send(&p, 0..30).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     for i in 0..3 {
         let name = format!("cancelled-{i}");
-        let lifetime = consumer(redis.url(), &uri, "g", &name)
-            .block(Duration::from_secs(5))
-            .claim_min_idle(CLAIM)
-            .subscribe_ticks_consumer(recorder(&name, &tx))
+        let lifetime = c
+            .subscribe(
+                Consumer::new(&uri, "g", &name)
+                    .block(Duration::from_secs(5))
+                    .claim_min_idle(CLAIM),
+                recorder(&name, &tx),
+            )
             .await
             .unwrap();
         let started = Instant::now();
@@ -326,17 +310,20 @@ async fn s11_cancel_right_after_start() {
     }
     // Dropping the lifetime cancels too.
     drop(
-        consumer(redis.url(), &uri, "g", "dropped")
-            .claim_min_idle(CLAIM)
-            .subscribe_ticks_consumer(recorder("dropped", &tx))
-            .await
-            .unwrap(),
+        c.subscribe(
+            Consumer::new(&uri, "g", "dropped").claim_min_idle(CLAIM),
+            recorder("dropped", &tx),
+        )
+        .await
+        .unwrap(),
     );
     sent.extend(send(&p, 30..60).await);
 
-    let fresh = consumer(redis.url(), &uri, "g", "new")
-        .claim_min_idle(CLAIM)
-        .subscribe_ticks_consumer(recorder("new", &tx))
+    let fresh = c
+        .subscribe(
+            Consumer::new(&uri, "g", "new").claim_min_idle(CLAIM),
+            recorder("new", &tx),
+        )
         .await
         .unwrap();
     let seen = gather(&mut rx, &sent, WAIT, SETTLE).await;
@@ -348,15 +335,12 @@ async fn s11_cancel_right_after_start() {
 
 /// 12. A consumer added later receives the events published before it joined its (new) group,
 ///     and those that follow.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s12_a_new_group_receives_earlier_events() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s12_a_new_group_receives_earlier_events<C: Channel>(c: C) {
     let uri = unique_name("s12");
-    let p = producer(redis.url(), &uri).await;
+    let p = c.producer(None, &uri).await;
     let (tx_a, mut rx_a) = mpsc::unbounded_channel();
-    let first = consumer(redis.url(), &uri, "first", "a")
-        .subscribe_ticks_consumer(recorder("a", &tx_a))
+    let first = c
+        .subscribe(Consumer::new(&uri, "first", "a"), recorder("a", &tx_a))
         .await
         .unwrap();
     let mut sent = send(&p, 0..40).await;
@@ -364,8 +348,8 @@ async fn s12_a_new_group_receives_earlier_events() {
     assert_exactly_once(&sent, &ids(&seen_a));
 
     let (tx_b, mut rx_b) = mpsc::unbounded_channel();
-    let late = consumer(redis.url(), &uri, "late", "b")
-        .subscribe_ticks_consumer(recorder("b", &tx_b))
+    let late = c
+        .subscribe(Consumer::new(&uri, "late", "b"), recorder("b", &tx_b))
         .await
         .unwrap();
     let later = send(&p, 40..50).await;
@@ -380,10 +364,7 @@ async fn s12_a_new_group_receives_earlier_events() {
 
 /// 14. Two groups on one stream each receive every event, with two consumers each and events
 ///     sent while they run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s14_two_groups_each_receive_everything() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s14_two_groups_each_receive_everything<C: Channel>(c: C) {
     let uri = unique_name("s14");
     let mut groups = Vec::new();
     for group in ["audit", "billing"] {
@@ -392,16 +373,17 @@ async fn s14_two_groups_each_receive_everything() {
         for i in 0..2 {
             let name = format!("{group}-{i}");
             lifetimes.push(
-                consumer(redis.url(), &uri, group, &name)
-                    .batch_size(10)
-                    .subscribe_ticks_consumer(recorder(&name, &tx))
-                    .await
-                    .unwrap(),
+                c.subscribe(
+                    Consumer::new(&uri, group, &name).batch_size(10),
+                    recorder(&name, &tx),
+                )
+                .await
+                .unwrap(),
             );
         }
         groups.push((group, lifetimes, rx));
     }
-    let sent = send(&producer(redis.url(), &uri).await, 0..200).await;
+    let sent = send(&c.producer(None, &uri).await, 0..200).await;
     for (group, lifetimes, mut rx) in groups {
         let seen = gather(&mut rx, &sent, WAIT, SETTLE).await;
         assert_exactly_once(&sent, &ids(&seen));

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 /// Settings and helpers of the delivery scenarios (`tests/delivery_*.rs`).
 pub mod delivery;
 
+/// The channels the delivery scenarios run on, and `conformance!`.
+pub mod channel;
+
 /// The three-hop workflow of the observability tests.
 pub mod flow;
 

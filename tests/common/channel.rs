@@ -1,0 +1,200 @@
+//! The channels the delivery scenarios run on: one scenario, written once against
+//! [`Channel`], runs on Redis ([`RedisChannel`]) and in memory ([`MemoryChannel`]) with the same
+//! assertions. `conformance!` turns each scenario function into one test per channel.
+
+use std::time::Duration;
+
+use backbone_core::memory::InMemoryBroker;
+use backbone_core::{ConsumerLifetime, Error};
+
+use super::delivery::{consumer, pending};
+use super::{TickRecorder, TicksConsumerBuilderExt, TicksProducer, TicksProducerBuilderExt};
+
+/// What a scenario asks of a consumer. Settings of the Redis reader (`batch_size`, `block`)
+/// do nothing in memory, which hands over one entry at a time as soon as it is appended.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub environment: Option<String>,
+    pub uri: String,
+    pub group: String,
+    pub name: String,
+    pub batch_size: Option<usize>,
+    pub block: Option<Duration>,
+    pub claim_min_idle: Option<Duration>,
+}
+
+impl Consumer {
+    /// A consumer `name` of `group` on `uri`, with the fast settings of `common::delivery`.
+    pub fn new(uri: &str, group: &str, name: &str) -> Self {
+        Consumer {
+            environment: None,
+            uri: uri.to_owned(),
+            group: group.to_owned(),
+            name: name.to_owned(),
+            batch_size: None,
+            block: None,
+            claim_min_idle: None,
+        }
+    }
+
+    pub fn environment(mut self, environment: &str) -> Self {
+        self.environment = Some(environment.to_owned());
+        self
+    }
+
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = Some(n);
+        self
+    }
+
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = Some(block);
+        self
+    }
+
+    pub fn claim_min_idle(mut self, idle: Duration) -> Self {
+        self.claim_min_idle = Some(idle);
+        self
+    }
+}
+
+/// A channel the scenarios run on. Cheap to clone; every clone shares the same streams.
+#[backbone_core::async_trait]
+pub trait Channel: Clone + Send + Sync + 'static {
+    /// A producer of ticks on (`environment`, `uri`).
+    async fn producer(&self, environment: Option<&str>, uri: &str) -> TicksProducer;
+
+    /// Subscribes `recorder` as `consumer` says.
+    async fn subscribe(
+        &self,
+        consumer: Consumer,
+        recorder: TickRecorder,
+    ) -> Result<ConsumerLifetime, Error>;
+
+    /// How many entries `group` has pending on (`environment`, `uri`).
+    async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize;
+}
+
+/// The Redis channel, on the tests' shared server.
+#[derive(Clone)]
+pub struct RedisChannel {
+    pub url: String,
+}
+
+impl RedisChannel {
+    pub async fn shared() -> Self {
+        let redis = backbone_redis::testing::shared().await.unwrap();
+        RedisChannel {
+            url: redis.url().to_owned(),
+        }
+    }
+}
+
+/// The stream (`environment`, `uri`) as the Redis keys name it.
+fn address(environment: Option<&str>, uri: &str) -> String {
+    match environment {
+        Some(environment) => format!("{environment}:{uri}"),
+        None => uri.to_owned(),
+    }
+}
+
+#[backbone_core::async_trait]
+impl Channel for RedisChannel {
+    async fn producer(&self, environment: Option<&str>, uri: &str) -> TicksProducer {
+        let mut builder = backbone_redis::RedisProducerBuilder::new()
+            .url(&self.url)
+            .uri(uri);
+        if let Some(environment) = environment {
+            builder = builder.environment(environment);
+        }
+        builder.build_ticks_producer().await.unwrap()
+    }
+
+    async fn subscribe(
+        &self,
+        spec: Consumer,
+        recorder: TickRecorder,
+    ) -> Result<ConsumerLifetime, Error> {
+        let mut builder = consumer(&self.url, &spec.uri, &spec.group, &spec.name);
+        if let Some(environment) = &spec.environment {
+            builder = builder.environment(environment);
+        }
+        if let Some(n) = spec.batch_size {
+            builder = builder.batch_size(n);
+        }
+        if let Some(block) = spec.block {
+            builder = builder.block(block);
+        }
+        if let Some(idle) = spec.claim_min_idle {
+            builder = builder.claim_min_idle(idle);
+        }
+        builder.subscribe_ticks_consumer(recorder).await
+    }
+
+    async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
+        pending(&self.url, &address(environment, uri), group)
+            .await
+            .len()
+    }
+}
+
+/// The in-memory channel: one broker per test.
+#[derive(Clone, Default)]
+pub struct MemoryChannel {
+    pub broker: InMemoryBroker,
+}
+
+#[backbone_core::async_trait]
+impl Channel for MemoryChannel {
+    async fn producer(&self, environment: Option<&str>, uri: &str) -> TicksProducer {
+        let mut builder = self.broker.producer_builder().uri(uri);
+        if let Some(environment) = environment {
+            builder = builder.environment(environment);
+        }
+        builder.build_ticks_producer().await.unwrap()
+    }
+
+    async fn subscribe(
+        &self,
+        spec: Consumer,
+        recorder: TickRecorder,
+    ) -> Result<ConsumerLifetime, Error> {
+        let mut builder = self
+            .broker
+            .consumer_builder()
+            .uri(&spec.uri)
+            .group(&spec.group)
+            .name(&spec.name);
+        if let Some(environment) = &spec.environment {
+            builder = builder.environment(environment);
+        }
+        builder.subscribe_ticks_consumer(recorder).await
+    }
+
+    async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
+        self.broker.pending(environment, uri, group)
+    }
+}
+
+/// Makes each scenario `async fn name<C: Channel>(channel: C)` a test on Redis
+/// (`name::redis`) and one in memory (`name::memory`).
+#[macro_export]
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    $crate::common::delivery::init_tracing();
+                    super::$scenario($crate::common::channel::RedisChannel::shared().await).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    $crate::common::delivery::init_tracing();
+                    super::$scenario($crate::common::channel::MemoryChannel::default()).await
+                }
+            }
+        )*
+    };
+}
