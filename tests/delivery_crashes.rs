@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use backbone_core::{async_trait, ConsumerContext, HandlerResult, MessageId};
 use backbone_redis::testing::{shared, unique_name, RedisServer, ServerOptions};
+use common::channel::{Channel, Consumer};
 use common::delivery::*;
 use common::*;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -43,19 +44,24 @@ fn drain(rx: &mut UnboundedReceiver<Seen>, into: &mut Vec<Seen>) {
 // Scenarios
 // ---------------------------------------------------------------------------------------------
 
+conformance!(s05_churning_consumers_lose_nothing);
+in_redis_only!(
+    s13_redis_restarted_twice_while_events_flow:
+        "the in-memory channel has no server to restart: its streams live and die with the process",
+    s15_a_killed_consumer_s_batch_is_claimed:
+        "the in-memory channel lives in one process: a killed consumer process takes its broker along",
+);
+
 /// 5. 5,000 events read by consumers that are repeatedly started and shut down; the union of
 ///    what they handled equals what was sent (duplicates allowed, losses not).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s05_churning_consumers_lose_nothing() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s05_churning_consumers_lose_nothing<C: Channel>(c: C) {
     let uri = unique_name("s05");
     let senders: Vec<_> = (0..2u64)
         .map(|t| {
-            let url = redis.url().to_owned();
+            let c = c.clone();
             let uri = uri.clone();
             tokio::spawn(async move {
-                let p = producer(&url, &uri).await;
+                let p = c.producer(None, &uri).await;
                 let mut sent = Vec::new();
                 for chunk in 0..25u64 {
                     let from = t * 2500 + chunk * 100;
@@ -78,14 +84,10 @@ async fn s05_churning_consumers_lose_nothing() {
         let mut lifetimes = Vec::new();
         for i in 0..4 {
             let name = format!("c-{i}");
-            lifetimes.push(
-                consumer(redis.url(), &uri, "g", &name)
-                    .batch_size(20)
-                    .claim_min_idle(CLAIM)
-                    .subscribe_ticks_consumer(recorder(&name, &tx))
-                    .await
-                    .unwrap(),
-            );
+            let spec = Consumer::new(&uri, "g", &name)
+                .batch_size(20)
+                .claim_min_idle(CLAIM);
+            lifetimes.push(c.subscribe(spec, recorder(&name, &tx)).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(100 + (rounds * 37) % 200)).await;
         stop_all(&format!("s05 round {rounds}"), lifetimes).await;

@@ -198,3 +198,20 @@ macro_rules! conformance {
         )*
     };
 }
+
+/// Names the scenarios that run on Redis alone, each with the one-line reason it cannot apply
+/// to the in-memory channel: the reason is the ignore message of `<scenario>::memory`, so that
+/// every test run lists it. The Redis test itself is the `#[tokio::test]` named `<scenario>`.
+#[macro_export]
+macro_rules! in_redis_only {
+    ($($scenario:ident: $reason:literal),* $(,)?) => {
+        $(
+            #[allow(non_snake_case)]
+            mod $scenario {
+                #[test]
+                #[ignore = $reason]
+                fn memory() {}
+            }
+        )*
+    };
+}
