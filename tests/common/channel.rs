@@ -8,7 +8,7 @@ use backbone_core::memory::InMemoryBroker;
 use backbone_core::{ConsumerLifetime, Error};
 
 use super::delivery::{consumer, pending};
-use super::{TickRecorder, TicksConsumerBuilderExt, TicksProducer, TicksProducerBuilderExt};
+use super::{TicksConsumer, TicksConsumerBuilderExt, TicksProducer, TicksProducerBuilderExt};
 
 /// What a scenario asks of a consumer. Settings of the Redis reader (`batch_size`, `block`)
 /// do nothing in memory, which hands over one entry at a time as soon as it is appended.
@@ -64,11 +64,11 @@ pub trait Channel: Clone + Send + Sync + 'static {
     /// A producer of ticks on (`environment`, `uri`).
     async fn producer(&self, environment: Option<&str>, uri: &str) -> TicksProducer;
 
-    /// Subscribes `recorder` as `consumer` says.
-    async fn subscribe(
+    /// Subscribes `handler` as `consumer` says.
+    async fn subscribe<H: TicksConsumer + Send + Sync + 'static>(
         &self,
         consumer: Consumer,
-        recorder: TickRecorder,
+        handler: H,
     ) -> Result<ConsumerLifetime, Error>;
 
     /// How many entries `group` has pending on (`environment`, `uri`).
@@ -110,10 +110,10 @@ impl Channel for RedisChannel {
         builder.build_ticks_producer().await.unwrap()
     }
 
-    async fn subscribe(
+    async fn subscribe<H: TicksConsumer + Send + Sync + 'static>(
         &self,
         spec: Consumer,
-        recorder: TickRecorder,
+        handler: H,
     ) -> Result<ConsumerLifetime, Error> {
         let mut builder = consumer(&self.url, &spec.uri, &spec.group, &spec.name);
         if let Some(environment) = &spec.environment {
@@ -128,7 +128,7 @@ impl Channel for RedisChannel {
         if let Some(idle) = spec.claim_min_idle {
             builder = builder.claim_min_idle(idle);
         }
-        builder.subscribe_ticks_consumer(recorder).await
+        builder.subscribe_ticks_consumer(handler).await
     }
 
     async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
@@ -154,10 +154,10 @@ impl Channel for MemoryChannel {
         builder.build_ticks_producer().await.unwrap()
     }
 
-    async fn subscribe(
+    async fn subscribe<H: TicksConsumer + Send + Sync + 'static>(
         &self,
         spec: Consumer,
-        recorder: TickRecorder,
+        handler: H,
     ) -> Result<ConsumerLifetime, Error> {
         let mut builder = self
             .broker
@@ -168,7 +168,7 @@ impl Channel for MemoryChannel {
         if let Some(environment) = &spec.environment {
             builder = builder.environment(environment);
         }
-        builder.subscribe_ticks_consumer(recorder).await
+        builder.subscribe_ticks_consumer(handler).await
     }
 
     async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
