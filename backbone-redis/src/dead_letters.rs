@@ -8,7 +8,7 @@
 //! [`DEAD_PREFIX`] is the dead letter's own; every other field belongs to the original entry
 //! (backbone never writes entry fields named `dead.*`; a foreign entry's `dead.*` fields would be
 //! taken for the dead letter's and not replayed). The payload (hash or objects) is left in place
-//! and held (see [`crate::holds`]): trimming the entry does not delete it while the dead letter
+//! and held (see [`StreamKeys::holds`](crate::keys::StreamKeys::holds)): trimming the entry does not delete it while the dead letter
 //! or its replay needs it, so a dead letter can be replayed unless its payload expired
 //! (`payload_ttl`, [`StreamAdmin::expire_objects`](crate::StreamAdmin::expire_objects)); an
 //! inline event's dead letter holds its `param.<name>` fields among the original ones, and
