@@ -188,11 +188,7 @@ async fn a_missing_or_replaced_object_is_a_bad_event_and_the_consumer_goes_on() 
     assert_eq!(broker.pending(Some("test"), uri, "default"), 0);
     let dead = broker.dead_letters(Some("test"), uri, "default").unwrap();
     let letters = dead.list(None, 10).await.unwrap();
-    let buried: Vec<_> = letters
-        .iter()
-        .map(|l| (l.message_id, l.deliveries))
-        .collect();
-    assert_eq!(buried, [(Some(missing), 1), (Some(replaced), 1)]);
+    assert_eq!(buried(&letters), [(Some(missing), 1), (Some(replaced), 1)]);
 
     let outcomes = outcomes.0.lock().unwrap().clone();
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");

@@ -495,3 +495,13 @@ pub async fn memory_dead_letters(
     }
     dead.list(None, usize::MAX).await.unwrap()
 }
+
+/// The message id and delivery count of each of `letters`, in order.
+pub fn buried(
+    letters: &[backbone_core::dead_letters::DeadLetterEntry],
+) -> Vec<(Option<MessageId>, u32)> {
+    letters
+        .iter()
+        .map(|l| (l.message_id, l.deliveries))
+        .collect()
+}

@@ -181,8 +181,8 @@ impl DeadLetters {
         Ok(self.len().await? == 0)
     }
 
-    /// Up to `count` dead letters, oldest first, starting after the dead letter `after` (from
-    /// the first one with `None`). Page on with the last returned [`DeadLetterEntry::id`].
+    /// A page of dead letters, oldest first, as [`DeadLetterStore::list`] says: at most `count`
+    /// of them after the dead letter `after`.
     pub async fn list(
         &self,
         after: Option<&str>,
