@@ -102,10 +102,16 @@ async fn failed_events_stay_pending_until_the_same_consumer_returns() {
         fail: |_| true,
         failures: Some(fail_tx),
     };
+    // Its retries would come after the shutdown: the failed events wait pending for "w".
+    let later = backbone_core::RetryPolicy {
+        base_delay: Duration::from_secs(3600),
+        ..backbone_core::RetryPolicy::default()
+    };
     let first = broker
         .consumer_builder()
         .uri("ticks")
         .name("w")
+        .retry(later)
         .subscribe_ticks_consumer(failing)
         .await
         .unwrap();

@@ -1,9 +1,10 @@
 //! The storage strategies on the in-memory channel: every parameter kind round-trips in the
 //! `hash`, `inline` and `object` layouts; `object` parameters above the threshold are in the
 //! broker's object store, at the path derived from the stream address, and nowhere else; an
-//! object that is missing or replaced makes its event bad (left pending) while the consumer
-//! goes on with the next one. A personal parameter is sealed before it is stored and opened
-//! after it is fetched: the object holds ciphertext, and forgetting the subject forgets it.
+//! object that is missing or replaced makes its event bad (dead-lettered at once, as on Redis)
+//! while the consumer goes on with the next one. A personal parameter is sealed before it is
+//! stored and opened after it is fetched: the object holds ciphertext, and forgetting the
+//! subject forgets it.
 
 mod common;
 
@@ -135,6 +136,7 @@ impl Middleware for Outcomes {
     fn settled(&self, _: &ChannelInfo, settled: &Settled<'_>) {
         let outcome = match &settled.outcome {
             Settlement::LeftPending { reason } => format!("left pending: {reason}"),
+            Settlement::DeadLettered { reason } => format!("dead-lettered: {reason}"),
             other => other.name().to_owned(),
         };
         let id = settled.metadata.map(|m: &Metadata| m.message_id);
@@ -182,8 +184,11 @@ async fn a_missing_or_replaced_object_is_a_bad_event_and_the_consumer_goes_on() 
         format!("{:?}", got[0].1),
         format!("{:?}", KindsEvent::Text { s: big() })
     );
-    // The bad events are left pending, as a bad event is on this channel.
-    assert_eq!(broker.pending(Some("test"), uri, "default"), 2);
+    // The bad events are dead-lettered at once, with the reason, as on Redis.
+    assert_eq!(broker.pending(Some("test"), uri, "default"), 0);
+    let dead = broker.dead_letters(Some("test"), uri, "default").unwrap();
+    let letters = dead.list(None, 10).await.unwrap();
+    assert_eq!(buried(&letters), [(Some(missing), 1), (Some(replaced), 1)]);
 
     let outcomes = outcomes.0.lock().unwrap().clone();
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
@@ -193,17 +198,19 @@ async fn a_missing_or_replaced_object_is_a_bad_event_and_the_consumer_goes_on() 
     };
     let gone = outcome(missing);
     assert!(
-        gone.starts_with("left pending: bad event: parameter `s` in the object store")
+        gone.starts_with("dead-lettered: parameter `s` in the object store")
             && gone.contains("is missing"),
         "{gone}"
     );
     let altered = outcome(replaced);
     assert!(
-        altered.starts_with("left pending: bad event: parameter `s` in the object store")
+        altered.starts_with("dead-lettered: parameter `s` in the object store")
             && altered.contains("is not the one the entry refers to"),
         "{altered}"
     );
     assert!(!altered.contains("zzz"), "never the value: {altered}");
+    assert_eq!(format!("dead-lettered: {}", letters[0].reason), gone);
+    assert_eq!(format!("dead-lettered: {}", letters[1].reason), altered);
     assert_eq!(outcome(good), Settlement::Acked.name());
 }
 

@@ -48,6 +48,7 @@ pub mod channel;
 pub mod codec;
 pub mod context;
 pub mod contract;
+pub mod dead_letters;
 pub mod envelope;
 pub mod error;
 pub mod handler;

@@ -481,3 +481,30 @@ pub fn created_ago(ago: std::time::Duration, n: u8) -> MessageId {
         .parse()
         .unwrap()
 }
+
+/// Waits (in `tokio::time`, so virtually under a paused clock) until the in-memory `dead`
+/// holds `n` dead letters or more; fails after [`WAIT`] saying how many it holds.
+pub async fn memory_dead_letters(
+    dead: &backbone_core::memory::DeadLetters,
+    n: u64,
+) -> Vec<backbone_core::dead_letters::DeadLetterEntry> {
+    let enough = async {
+        while dead.len().await.unwrap() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT, enough).await.is_err() {
+        panic!("{} of {n} dead letters", dead.len().await.unwrap());
+    }
+    dead.list(None, usize::MAX).await.unwrap()
+}
+
+/// The message id and delivery count of each of `letters`, in order.
+pub fn buried(
+    letters: &[backbone_core::dead_letters::DeadLetterEntry],
+) -> Vec<(Option<MessageId>, u32)> {
+    letters
+        .iter()
+        .map(|l| (l.message_id, l.deliveries))
+        .collect()
+}

@@ -1,6 +1,7 @@
 //! The in-memory consumer: [`InMemoryConsumerBuilder`] and the task that claims a stream's
 //! entries for its group, fetches their objects, opens their personal parameters and hands
-//! them to the handler.
+//! them to the handler; a failed delivery waits for its retry (`retry.rs`) while the task goes
+//! on, or is dead-lettered (`dead_letters.rs`).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -10,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use super::dead_letters::{bury, Burial};
+use super::retry::{catching, decide, too_many, Outcome, Retries};
 use super::{lock, InMemoryBroker, Pending, Stream, StreamState, SYSTEM};
 use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
 use crate::objects::ObjectStorage;
@@ -19,10 +22,19 @@ use crate::{
     metadata::now_millis,
     names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
-    Fields, HandleError, Metadata, Middleware, OutgoingEvent, StreamAddress,
+    Fields, HandleError, HandlerError, Metadata, Middleware, OutgoingEvent, RetryPolicy,
+    StreamAddress, UnknownPolicy,
 };
 
-/// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder.
+/// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder, with its
+/// defaults: group `"default"`, [`AckMode::OnSuccess`], [`RetryPolicy::default`] (100 ms
+/// doubling to 10 s, 5 deliveries), [`UnknownPolicy::DeadLetter`].
+///
+/// A failed event is delivered again after the policy's backoff (other events keep flowing
+/// meanwhile), then dead-lettered (see [`DeadLetters`](super::DeadLetters)) with the reason
+/// Redis gives; a fatal failure or a bad event is dead-lettered at once. Unlike Redis, an event
+/// left pending by a consumer that stopped is delivered again only to a consumer of the same
+/// name: nothing is claimed after an idle time.
 #[derive(Debug, Clone)]
 pub struct InMemoryConsumerBuilder {
     broker: InMemoryBroker,
@@ -32,6 +44,8 @@ pub struct InMemoryConsumerBuilder {
     name: Option<String>,
     ack: AckMode,
     max_messages: Option<u64>,
+    retry: RetryPolicy,
+    on_unknown: UnknownPolicy,
     middlewares: Middlewares,
 }
 
@@ -45,6 +59,8 @@ impl InMemoryConsumerBuilder {
             name: None,
             ack: AckMode::OnSuccess,
             max_messages: None,
+            retry: RetryPolicy::default(),
+            on_unknown: UnknownPolicy::DeadLetter,
             middlewares: Middlewares::default(),
         }
     }
@@ -85,6 +101,34 @@ impl InMemoryConsumerBuilder {
         self
     }
 
+    /// How failing events are delivered again, and when they are dead-lettered (default
+    /// [`RetryPolicy::default`]). The backoffs are `tokio::time` sleeps: under a paused clock
+    /// (`#[tokio::test(start_paused = true)]`) they take no real time.
+    ///
+    /// ```
+    /// use backbone_core::{memory::InMemoryBroker, RetryPolicy};
+    ///
+    /// let no_retry = RetryPolicy { max_deliveries: 1, ..RetryPolicy::default() };
+    /// let builder = InMemoryBroker::new().consumer_builder().uri("orders").retry(no_retry);
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// What to do with operations the contract does not have (default
+    /// [`UnknownPolicy::DeadLetter`]; [`UnknownPolicy::Skip`] acknowledges them).
+    ///
+    /// ```
+    /// use backbone_core::{memory::InMemoryBroker, UnknownPolicy};
+    ///
+    /// let builder = InMemoryBroker::new().consumer_builder().on_unknown(UnknownPolicy::Skip);
+    /// ```
+    pub fn on_unknown(mut self, policy: UnknownPolicy) -> Self {
+        self.on_unknown = policy;
+        self
+    }
+
     /// Adds a [`Middleware`] around every handler call, inside the ones added before.
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.middlewares = self.middlewares.with(middleware);
@@ -120,6 +164,8 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             name,
             ack: self.ack,
             max_messages: self.max_messages,
+            retry: self.retry,
+            on_unknown: self.on_unknown,
             handler,
             keys: self.broker.keys.clone(),
             objects: self.broker.objects.clone(),
@@ -132,7 +178,7 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
 }
 
 /// An in-memory consumer's health: always connected; when it last looked for an event, the
-/// event it holds (0 or 1), and why it stopped.
+/// events it holds (the one it handles and those waiting for a retry), and why it stopped.
 #[derive(Default)]
 struct MemoryProbe {
     last_read_ms: AtomicU64,
@@ -182,6 +228,8 @@ struct MemoryConsumer {
     name: String,
     ack: AckMode,
     max_messages: Option<u64>,
+    retry: RetryPolicy,
+    on_unknown: UnknownPolicy,
     handler: Arc<dyn EventHandler>,
     keys: Arc<dyn KeyStore>,
     objects: ObjectStorage,
@@ -202,9 +250,11 @@ impl MemoryConsumer {
                     .collect()
             })
             .unwrap_or_default();
+        let mut retries = Retries::default();
         let mut handled = 0u64;
         loop {
             if stop.is_cancelled() {
+                // What waits for a retry stays pending, for a consumer of the same name.
                 *lock(&self.probe.stopped) = Some("shut down".into());
                 return Ok(());
             }
@@ -213,27 +263,37 @@ impl MemoryConsumer {
                 return Ok(());
             }
             appended.borrow_and_update();
-            match self.read(&mut own_pending).await {
+            // Retries that are due come first; they are not reads (Redis claims them again).
+            let taken = loop {
+                match retries.due() {
+                    Some(index) => match self.again(index) {
+                        Some(taken) => break Some(taken),
+                        None => continue,
+                    },
+                    None => break self.read(&mut own_pending).await,
+                }
+            };
+            match taken {
                 Some((index, event, deliveries)) => {
-                    self.probe.held.store(1, Ordering::Relaxed);
-                    if self.deliver(index, &event, deliveries).await {
-                        handled += 1;
+                    self.probe.held.store(retries.len() + 1, Ordering::Relaxed);
+                    match self.deliver(index, &event, deliveries).await {
+                        Outcome::Handled => handled += 1,
+                        Outcome::Retry(delay) => retries.add(index, delay),
+                        Outcome::Skipped | Outcome::Bury(_) => {}
                     }
-                    self.probe.held.store(0, Ordering::Relaxed);
+                    self.probe.held.store(retries.len(), Ordering::Relaxed);
                 }
                 None => tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = appended.changed() => {}
+                    _ = retries.next_due() => {}
                 },
             }
         }
     }
 
     /// [`next`](Self::next) inside the middlewares' read hooks: a read of at most one entry.
-    async fn read(
-        &self,
-        own_pending: &mut VecDeque<usize>,
-    ) -> Option<(usize, Arc<OutgoingEvent>, u32)> {
+    async fn read(&self, own_pending: &mut VecDeque<usize>) -> Option<Taken> {
         let kind = match own_pending.is_empty() {
             true => ReadKind::New,
             false => ReadKind::Own,
@@ -259,16 +319,15 @@ impl MemoryConsumer {
     }
 
     /// Claims the next entry for this consumer: its own pending ones first, then new ones.
-    fn next(&self, own_pending: &mut VecDeque<usize>) -> Option<(usize, Arc<OutgoingEvent>, u32)> {
+    fn next(&self, own_pending: &mut VecDeque<usize>) -> Option<Taken> {
         let mut state = lock(&self.stream.state);
-        let StreamState { entries, groups } = &mut *state;
-        let group = groups.entry(self.group.clone()).or_default();
         while let Some(index) = own_pending.pop_front() {
-            if let Some(p) = group.pending.get_mut(&index) {
-                p.deliveries += 1;
-                return Some((index, entries[index].clone(), p.deliveries));
+            if let Some(taken) = self.redeliver(&mut state, index) {
+                return Some(taken);
             }
         }
+        let StreamState { entries, groups } = &mut *state;
+        let group = groups.entry(self.group.clone()).or_default();
         let index = group.next;
         let event = entries.get(index)?.clone();
         group.next += 1;
@@ -280,6 +339,19 @@ impl MemoryConsumer {
             },
         );
         Some((index, event, 1))
+    }
+
+    /// Delivers again an entry whose retry is due, if it is still pending here.
+    fn again(&self, index: usize) -> Option<Taken> {
+        self.redeliver(&mut lock(&self.stream.state), index)
+    }
+
+    /// Counts one more delivery of `index`, if it is pending for this consumer.
+    fn redeliver(&self, state: &mut StreamState, index: usize) -> Option<Taken> {
+        let pending = state.groups.get_mut(&self.group)?.pending.get_mut(&index);
+        let pending = pending.filter(|p| p.consumer == self.name)?;
+        pending.deliveries += 1;
+        Some((index, state.entries[index].clone(), pending.deliveries))
     }
 
     /// The event's parameters with its objects fetched, then its personal parameters opened
@@ -314,8 +386,8 @@ impl MemoryConsumer {
         Ok(Cow::Owned(fields))
     }
 
-    /// Hands one entry to the handler; true when it was handled.
-    async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> bool {
+    /// The metadata of the `deliveries`-th delivery of entry `index`.
+    fn metadata(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> Metadata {
         let mut metadata = Metadata::new(
             event.message_id,
             event.operation,
@@ -335,48 +407,81 @@ impl MemoryConsumer {
         metadata.headers = envelope.headers.clone();
         metadata.trace = envelope.trace.clone();
         metadata.subject = envelope.subject.clone();
+        metadata
+    }
+
+    /// Hands one entry to the handler and settles it: acknowledged, skipped or dead-lettered
+    /// here, or [`Outcome::Retry`] for the caller to deliver it again later.
+    async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> Outcome {
+        let metadata = self.metadata(index, event, deliveries);
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
-        let result = match self.opened(event).await {
-            Ok(fields) => self.handler.handle(&ctx, &fields).await,
-            Err(e) => Err(HandleError::BadEvent(e)),
+        let outcome = match too_many(&self.retry, deliveries) {
+            Some(reason) => Outcome::Bury(reason),
+            None => {
+                let handled = match self.opened(event).await {
+                    Ok(fields) => catching(self.handler.handle(&ctx, &fields)).await,
+                    Err(e) if e.is_bad_event() => Err(HandleError::BadEvent(e)),
+                    Err(e) => Err(HandleError::Handler(HandlerError::retry(e))),
+                };
+                let outcome = decide(&self.retry, self.on_unknown, deliveries, &handled);
+                if let (Outcome::Retry(delay), Err(e)) = (&outcome, &handled) {
+                    tracing::warn!(
+                        contract = self.handler.contract(), entry = index, delivery = deliveries,
+                        retry_in_ms = delay.as_millis() as u64, error = %e,
+                        "handler failed; will retry"
+                    );
+                }
+                outcome
+            }
         };
-        let reason = match &result {
-            Ok(()) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        let outcome = match &reason {
-            None => Settlement::Acked,
-            Some(reason) => Settlement::LeftPending { reason },
+        let settlement = match &outcome {
+            Outcome::Handled if self.ack == AckMode::OnSuccess && !ctx.is_acked() => {
+                self.ack(&ctx).await;
+                Settlement::Acked
+            }
+            Outcome::Handled => Settlement::Acked,
+            Outcome::Skipped => {
+                self.ack(&ctx).await;
+                Settlement::Skipped
+            }
+            Outcome::Retry(after) => Settlement::Retrying { after: *after },
+            Outcome::Bury(reason) => self.bury(index, deliveries, reason),
         };
         let settled = Settled {
             stream_id: &ctx.metadata().stream_id,
             metadata: Some(ctx.metadata()),
-            outcome,
+            outcome: settlement,
         };
         self.middlewares.settled(&self.info, &settled);
-        match result {
-            Ok(()) => {
-                if self.ack == AckMode::OnSuccess {
-                    if let Err(e) = ctx.ack().await {
-                        tracing::error!(entry = index, error = %e, "in-memory ack failed");
-                    }
-                }
-                true
-            }
-            Err(HandleError::BadEvent(e)) => {
-                tracing::error!(
-                    contract = self.handler.contract(), entry = index, error = %e,
-                    "bad event left pending"
-                );
-                false
-            }
-            Err(HandleError::Handler(e)) => {
-                tracing::warn!(
-                    contract = self.handler.contract(), entry = index, error = %e,
-                    "handler failed; event left pending"
-                );
-                false
-            }
+        outcome
+    }
+
+    async fn ack(&self, ctx: &ConsumerContext) {
+        if let Err(e) = ctx.ack().await {
+            let entry = &ctx.metadata().stream_id;
+            tracing::error!(entry, error = %e, "in-memory ack failed");
+        }
+    }
+
+    /// Dead-letters entry `index`, unless it is no longer pending for the group.
+    fn bury<'r>(&self, index: usize, deliveries: u32, reason: &'r str) -> Settlement<'r> {
+        let burial = Burial {
+            index,
+            consumer: &self.name,
+            deliveries,
+            reason,
+        };
+        let contract = self.handler.contract();
+        if bury(&self.stream, &self.group, &burial) {
+            tracing::error!(contract, entry = index, reason, "dead-lettered");
+            Settlement::DeadLettered { reason }
+        } else {
+            let reason = "not dead-lettered: no longer pending for this group";
+            tracing::warn!(contract, entry = index, reason);
+            Settlement::LeftPending { reason }
         }
     }
 }
+
+/// An entry taken for delivery: its index in the log, the event, and its delivery count.
+type Taken = (usize, Arc<OutgoingEvent>, u32);

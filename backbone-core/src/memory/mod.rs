@@ -1,9 +1,15 @@
 //! An in-memory channel with consumer-group semantics, for users' unit tests.
 //!
 //! Each (environment, uri) is a log of events. Each group reads the whole log from the start
-//! (like a Redis group created at `0`); within a group each event goes to one consumer; an event
-//! whose handler fails stays pending for that consumer and is delivered to it again when a
-//! consumer of the same name starts. Nothing survives the [`InMemoryBroker`].
+//! (like a Redis group created at `0`); within a group each event goes to one consumer. Failures
+//! are handled as on Redis: an event whose handler fails is delivered again after the
+//! consumer's [`RetryPolicy`](crate::RetryPolicy) backoff while other events flow, then
+//! dead-lettered with the reason Redis gives ([`DeadLetters`]); a fatal failure, a bad event and
+//! (under [`UnknownPolicy::DeadLetter`](crate::UnknownPolicy)) an unknown operation are
+//! dead-lettered at once. Backoffs are `tokio::time` sleeps, so a test under a paused clock
+//! skips them. An event left pending by a consumer that stopped (waiting for a retry, or not
+//! acknowledged) is delivered again to a consumer of the same name when it starts; unlike on
+//! Redis, no other consumer claims it. Nothing survives the [`InMemoryBroker`].
 //!
 //! Every storage strategy works as on Redis: `hash` and `inline` events keep their parameters
 //! in the log, and `object` ones put each parameter above the threshold in the broker's object
@@ -61,9 +67,12 @@ use crate::personal::{KeyStore, MemoryKeyStore};
 use crate::{OutgoingEvent, StreamAddress};
 
 mod consumer;
+mod dead_letters;
 mod publisher;
+mod retry;
 
 pub use consumer::InMemoryConsumerBuilder;
+pub use dead_letters::DeadLetters;
 pub use publisher::InMemoryProducerBuilder;
 
 /// An in-memory broker: a set of streams shared by the producers and consumers built from it.
@@ -122,7 +131,7 @@ impl InMemoryBroker {
     /// [`ObjectStorage::path`]`(stream, message id, parameter)` and its field holds the
     /// reference `obj.v1.<size>.<sha256>`; a consumer fetches it back before opening the
     /// personal parameters, and an object that is missing or altered makes the event bad
-    /// ([`Error::BadObject`](crate::Error::BadObject), left pending). On this channel the
+    /// ([`Error::BadObject`](crate::Error::BadObject), dead-lettered). On this channel the
     /// `stream` part of the path is the stream's address as it displays: `<environment>:<uri>`,
     /// or `<uri>` without an environment (Redis uses its stream key, `bb:{<address>}:events`).
     ///
@@ -195,6 +204,34 @@ impl InMemoryBroker {
         })
     }
 
+    /// The dead letters of `group` on (environment, uri): events the group gave up on (see
+    /// [`InMemoryConsumerBuilder::retry`]), to list, inspect, replay and purge as with
+    /// `backbone_redis::DeadLetters`. The names are checked as the builders check them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), backbone_core::Error> {
+    /// let broker = backbone_core::memory::InMemoryBroker::new();
+    /// let dead = broker.dead_letters(Some("test"), "orders", "billing")?;
+    /// assert!(dead.is_empty().await?);
+    /// assert!(broker.dead_letters(None, "orders", "bad group").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn dead_letters(
+        &self,
+        environment: Option<&str>,
+        uri: &str,
+        group: &str,
+    ) -> Result<DeadLetters, crate::Error> {
+        let address = StreamAddress::new(environment, uri)?;
+        crate::names::check_name("group", group, "")?;
+        Ok(DeadLetters {
+            stream: self.stream(&address),
+            group: group.to_owned(),
+        })
+    }
+
     fn find(&self, environment: Option<&str>, uri: &str) -> Option<Arc<Stream>> {
         let address = StreamAddress::new(environment, uri).ok()?;
         lock(&self.streams).get(&address).cloned()
@@ -239,6 +276,7 @@ struct StreamState {
 struct Group {
     next: usize,
     pending: BTreeMap<usize, Pending>,
+    dead: dead_letters::Buried,
 }
 
 struct Pending {
