@@ -1,5 +1,6 @@
-//! Delivery scenarios 4, 7 and 16 of `delivery-scenarios.md`, against real Redis: failing
-//! handlers, retries and dead letters. A handler that fails twice, then succeeds (4); consumers
+//! Delivery scenarios 4, 7 and 16 of `delivery-scenarios.md`: failing handlers, retries and
+//! dead letters, 4 and 16 written once against a [`Channel`] and run on Redis and in memory
+//! (`conformance!`), 7 on Redis only (`in_redis_only!` says why). A handler that fails twice, then succeeds (4); consumers
 //! that fail everything leave it to a healthy one (7); an event that always fails is
 //! dead-lettered with its reason, listed and replayed (16).
 //!
@@ -18,7 +19,7 @@ use backbone_core::{
     async_trait, ConsumerContext, HandlerError, HandlerResult, MessageId, RetryPolicy,
 };
 use backbone_redis::testing::{shared, unique_name};
-use backbone_redis::DeadLetters;
+use common::channel::{Channel, Consumer};
 use common::delivery::*;
 use common::*;
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -27,22 +28,6 @@ use tokio::time::Instant;
 // ---------------------------------------------------------------------------------------------
 // Helpers of these scenarios only
 // ---------------------------------------------------------------------------------------------
-
-fn dead_key(uri: &str, group: &str) -> String {
-    format!("bb:{{{uri}}}:dead:{group}")
-}
-
-/// `XRANGE <key> - +`: every entry with its fields.
-async fn stream_entries(url: &str, key: &str) -> Vec<(String, HashMap<String, String>)> {
-    let mut raw = inspect(url).await;
-    redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap()
-}
 
 /// Counts every attempt per message id; fails the first `failures` attempts of each event, then
 /// records it like a [`TickRecorder`].
@@ -80,14 +65,20 @@ impl TicksConsumer for FailFirst {
 // Scenarios
 // ---------------------------------------------------------------------------------------------
 
+conformance!(
+    s04_fails_twice_then_succeeds,
+    s16_dead_letters_listed_and_replayed
+);
+in_redis_only!(
+    s07_failing_consumers_leave_everything_to_a_healthy_one:
+        "the in-memory channel does not claim yet: another consumer never takes over pending events",
+);
+
 /// 4. The handler fails the first 2 deliveries of each event; every event still ends up
 ///    handled (retried by the consumer after its backoff), once, and nothing is dead-lettered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s04_fails_twice_then_succeeds() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s04_fails_twice_then_succeeds<C: Channel>(c: C) {
     let uri = unique_name("s04");
-    let sent = send(&producer(redis.url(), &uri).await, 0..50).await;
+    let sent = send(&c.producer(None, &uri).await, 0..50).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let attempts = Arc::new(Mutex::new(HashMap::new()));
     let mut lifetimes = Vec::new();
@@ -98,13 +89,8 @@ async fn s04_fails_twice_then_succeeds() {
             attempts: attempts.clone(),
             tx: tx.clone(),
         };
-        lifetimes.push(
-            consumer(redis.url(), &uri, "g", &format!("c-{i}"))
-                .batch_size(10)
-                .subscribe_ticks_consumer(handler)
-                .await
-                .unwrap(),
-        );
+        let spec = Consumer::new(&uri, "g", &format!("c-{i}")).batch_size(10);
+        lifetimes.push(c.subscribe(spec, handler).await.unwrap());
     }
     let seen = gather(&mut rx, &sent, Duration::from_secs(30), SETTLE).await;
     assert_exactly_once(&sent, &ids(&seen));
@@ -128,9 +114,16 @@ async fn s04_fails_twice_then_succeeds() {
         counts.is_empty(),
         "the successful (third) delivery should say delivery_count 3: {counts:?}"
     );
-    let left = await_nothing_pending(redis.url(), &uri, "g", Duration::from_secs(5)).await;
-    assert!(left.is_empty(), "still pending: {left:?}");
-    let dead = stream_entries(redis.url(), &dead_key(&uri, "g")).await;
+    let left = c
+        .await_nothing_pending(&uri, "g", Duration::from_secs(5))
+        .await;
+    assert_eq!(left, 0, "still pending");
+    let dead = c
+        .dead_letters(&uri, "g")
+        .await
+        .list(None, 100)
+        .await
+        .unwrap();
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
     stop_all("s04", lifetimes).await;
 }
@@ -216,28 +209,19 @@ impl TicksConsumer for Poison {
 /// 16. An event that always fails reaches the dead-letter stream after the configured
 ///     deliveries (a fatal failure after one), with the reason, atomically with its XACK; it
 ///     can be listed and replayed into the stream, where a healthy consumer handles it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s16_dead_letters_listed_and_replayed() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s16_dead_letters_listed_and_replayed<C: Channel>(c: C) {
     let uri = unique_name("s16");
-    let sent = send(&producer(redis.url(), &uri).await, 0..3).await;
+    let sent = send(&c.producer(None, &uri).await, 0..3).await;
     let policy = RetryPolicy {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(50),
         max_deliveries: 3,
     };
     let (tx, mut attempts_rx) = mpsc::unbounded_channel();
-    let failing = consumer(redis.url(), &uri, "g", "failing")
-        .retry(policy)
-        .subscribe_ticks_consumer(Poison(tx))
-        .await
-        .unwrap();
+    let spec = Consumer::new(&uri, "g", "failing").retry(policy);
+    let failing = c.subscribe(spec, Poison(tx)).await.unwrap();
 
-    let dead = DeadLetters::connect(redis.url(), None, &uri, "g")
-        .await
-        .unwrap();
-    assert_eq!(dead.key(), dead_key(&uri, "g"));
+    let dead = c.dead_letters(&uri, "g").await;
     let deadline = Instant::now() + WAIT;
     while dead.len().await.unwrap() < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -281,22 +265,13 @@ async fn s16_dead_letters_listed_and_replayed() {
         assert_eq!(letter.consumer, "failing", "{letter:?}");
         assert!(letter.can_replay(), "{letter:?}");
     }
-    let raw_letters = stream_entries(redis.url(), &dead_key(&uri, "g")).await;
-    for (_, fields) in &raw_letters {
-        for field in ["dead.reason", "dead.deliveries", "message_id", "payload"] {
-            assert!(fields.contains_key(field), "no {field} in {fields:?}");
-        }
-    }
-    let left = pending(redis.url(), &uri, "g").await;
-    assert!(left.is_empty(), "dead letters must be acked: {left:?}");
+    let left = c.pending(None, &uri, "g").await;
+    assert_eq!(left, 0, "dead letters must be acked");
 
     // Nothing is delivered until replayed; then a healthy consumer handles each once.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let healthy = consumer(redis.url(), &uri, "g", "healthy")
-        .retry(policy)
-        .subscribe_ticks_consumer(recorder("healthy", &tx))
-        .await
-        .unwrap();
+    let spec = Consumer::new(&uri, "g", "healthy").retry(policy);
+    let healthy = c.subscribe(spec, recorder("healthy", &tx)).await.unwrap();
     assert_quiet(&mut rx, Duration::from_millis(300)).await;
     let one = dead.replay(&listed[0].id).await.unwrap();
     assert!(!one.is_empty());
@@ -323,7 +298,9 @@ async fn s16_dead_letters_listed_and_replayed() {
         replayed.map(|s| s.meta.stream_id.as_str()),
         Some(one.as_str())
     );
-    let left = await_nothing_pending(redis.url(), &uri, "g", Duration::from_secs(5)).await;
-    assert!(left.is_empty(), "still pending: {left:?}");
+    let left = c
+        .await_nothing_pending(&uri, "g", Duration::from_secs(5))
+        .await;
+    assert_eq!(left, 0, "still pending");
     stop("s16 healthy", healthy).await;
 }

@@ -20,7 +20,7 @@ use crate::connection::Connection;
 use crate::lua::{DEAD_LETTER, REPLAY};
 use backbone_core::names::check_name;
 use backbone_core::objects::ObjectStorage;
-use backbone_core::{Error, MessageId};
+use backbone_core::Error;
 use redis::Value;
 
 use crate::connection::redis_error;
@@ -95,102 +95,58 @@ pub(crate) async fn dead_letter(
     Ok(written == 1)
 }
 
-/// One dead letter, as [`DeadLetters::list`] and [`DeadLetters::get`] return it.
-///
-/// ```
-/// use backbone_redis::DeadLetterEntry;
-///
-/// let letter = DeadLetterEntry {
-///     id: "1700000000001-0".into(),
-///     stream_id: "1700000000000-0".into(),
-///     message_id: None,
-///     operation: None,
-///     version: None,
-///     group: "billing".into(),
-///     consumer: "billing-1".into(),
-///     deliveries: 5,
-///     reason: "malformed entry 1700000000000-0: the entry was deleted or trimmed".into(),
-///     dead_at: 1_700_000_000_001,
-///     fields: vec![],
-/// };
-/// assert!(!letter.can_replay());
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetterEntry {
-    /// The dead letter's id in the dead-letter stream: what [`DeadLetters::replay`],
-    /// [`DeadLetters::purge`] and paging take.
-    pub id: String,
-    /// The entry's stream id in the original stream.
-    pub stream_id: String,
-    /// The event's id, when the original fields hold a valid one.
-    pub message_id: Option<MessageId>,
-    /// The operation, when the original fields hold one.
-    pub operation: Option<String>,
-    /// The operation's version, when the original fields hold a valid one.
-    pub version: Option<u32>,
-    /// The consumer group that gave up on the entry.
-    pub group: String,
-    /// The consumer that dead-lettered it.
-    pub consumer: String,
-    /// How many times the group had delivered it.
-    pub deliveries: u32,
-    /// Why it was dead-lettered.
-    pub reason: String,
-    /// When, in ms since the epoch (the Redis server's clock).
-    pub dead_at: u64,
-    /// The original entry's fields, in order; empty when the entry had been deleted or trimmed.
-    pub fields: Vec<(String, Vec<u8>)>,
-}
+/// One dead letter, as [`DeadLetters::list`] and [`DeadLetters::get`] return it: the type both
+/// channels share ([`backbone_core::dead_letters::DeadLetterEntry`]).
+pub use backbone_core::dead_letters::DeadLetterEntry;
+use backbone_core::dead_letters::DeadLetterStore;
 
-impl DeadLetterEntry {
-    /// True when the original fields are known, so [`DeadLetters::replay`] can send it again.
-    pub fn can_replay(&self) -> bool {
-        !self.fields.is_empty()
-    }
-
-    fn parse(key: &str, id: String, flat: Vec<(String, Vec<u8>)>) -> Result<Self, Error> {
-        let (dead, fields): (Vec<_>, Vec<_>) = flat
-            .into_iter()
-            .partition(|(n, _)| n.starts_with(DEAD_PREFIX));
-        let malformed = |reason: String| Error::MalformedDeadLetter {
-            key: key.to_owned(),
-            id: id.clone(),
-            reason,
-        };
-        let text = |name: &str| -> Result<String, Error> {
-            let (_, value) = dead
-                .iter()
-                .rev()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| malformed(format!("field `{name}` is missing")))?;
-            String::from_utf8(value.clone())
-                .map_err(|_| malformed(format!("field `{name}` is not valid UTF-8")))
-        };
-        let number = |name: &str| -> Result<u64, Error> {
-            let value = text(name)?;
-            value
-                .parse()
-                .map_err(|e| malformed(format!("field `{name}` = {value:?}: {e}")))
-        };
-        let original = |name: &str| {
-            let (_, value) = fields.iter().find(|(n, _)| n == name)?;
-            std::str::from_utf8(value).ok().map(str::to_owned)
-        };
-        let deliveries = number(DEAD_DELIVERIES)?;
-        Ok(DeadLetterEntry {
-            stream_id: text(DEAD_STREAM_ID)?,
-            message_id: original(MESSAGE_ID).and_then(|m| m.parse().ok()),
-            operation: original(OPERATION),
-            version: original(VERSION).and_then(|v| v.parse().ok()),
-            group: text(DEAD_GROUP)?,
-            consumer: text(DEAD_CONSUMER)?,
-            deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
-            reason: text(DEAD_REASON)?,
-            dead_at: number(DEAD_AT)?,
-            id,
-            fields,
-        })
-    }
+/// Parses a dead letter read from `key`.
+fn parse_letter(
+    key: &str,
+    id: String,
+    flat: Vec<(String, Vec<u8>)>,
+) -> Result<DeadLetterEntry, Error> {
+    let (dead, fields): (Vec<_>, Vec<_>) = flat
+        .into_iter()
+        .partition(|(n, _)| n.starts_with(DEAD_PREFIX));
+    let malformed = |reason: String| Error::MalformedDeadLetter {
+        key: key.to_owned(),
+        id: id.clone(),
+        reason,
+    };
+    let text = |name: &str| -> Result<String, Error> {
+        let (_, value) = dead
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| malformed(format!("field `{name}` is missing")))?;
+        String::from_utf8(value.clone())
+            .map_err(|_| malformed(format!("field `{name}` is not valid UTF-8")))
+    };
+    let number = |name: &str| -> Result<u64, Error> {
+        let value = text(name)?;
+        value
+            .parse()
+            .map_err(|e| malformed(format!("field `{name}` = {value:?}: {e}")))
+    };
+    let original = |name: &str| {
+        let (_, value) = fields.iter().find(|(n, _)| n == name)?;
+        std::str::from_utf8(value).ok().map(str::to_owned)
+    };
+    let deliveries = number(DEAD_DELIVERIES)?;
+    Ok(DeadLetterEntry {
+        stream_id: text(DEAD_STREAM_ID)?,
+        message_id: original(MESSAGE_ID).and_then(|m| m.parse().ok()),
+        operation: original(OPERATION),
+        version: original(VERSION).and_then(|v| v.parse().ok()),
+        group: text(DEAD_GROUP)?,
+        consumer: text(DEAD_CONSUMER)?,
+        deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+        reason: text(DEAD_REASON)?,
+        dead_at: number(DEAD_AT)?,
+        id,
+        fields,
+    })
 }
 
 /// An operator's handle on the dead letters of one consumer group: list, inspect, replay, purge.
@@ -495,8 +451,41 @@ fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
     parse_range_reply(reply)
         .map_err(|e| Error::channel(format!("XRANGE {key}"), e))?
         .into_iter()
-        .map(|entry| DeadLetterEntry::parse(key, entry.id, entry.fields.unwrap_or_default()))
+        .map(|entry| parse_letter(key, entry.id, entry.fields.unwrap_or_default()))
         .collect()
+}
+
+/// The channel-neutral face of [`DeadLetters`], shared with the in-memory channel's
+/// (`backbone_core::memory::DeadLetters`): code and tests written against it run on both.
+#[backbone_core::async_trait]
+impl DeadLetterStore for DeadLetters {
+    async fn len(&self) -> Result<u64, Error> {
+        DeadLetters::len(self).await
+    }
+
+    async fn list(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetterEntry>, Error> {
+        DeadLetters::list(self, after, count).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<DeadLetterEntry>, Error> {
+        DeadLetters::get(self, id).await
+    }
+
+    async fn replay(&self, id: &str) -> Result<String, Error> {
+        DeadLetters::replay(self, id).await
+    }
+
+    async fn replay_all(&self) -> Result<u64, Error> {
+        DeadLetters::replay_all(self).await
+    }
+
+    async fn purge(&self, id: &str) -> Result<bool, Error> {
+        DeadLetters::purge(self, id).await
+    }
+
+    async fn purge_all(&self) -> Result<u64, Error> {
+        DeadLetters::purge_all(self).await
+    }
 }
 
 mod purge;

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
+use backbone_core::dead_letters::DeadLetterStore;
 use backbone_core::memory::InMemoryBroker;
-use backbone_core::{ConsumerLifetime, Error};
+use backbone_core::{ConsumerLifetime, Error, RetryPolicy};
 
-use super::delivery::{consumer, pending};
+use super::delivery::{consumer, pending, RETRY};
 use super::{TicksConsumer, TicksConsumerBuilderExt, TicksProducer, TicksProducerBuilderExt};
 
 /// What a scenario asks of a consumer. Settings of the Redis reader (`batch_size`, `block`)
-/// do nothing in memory, which hands over one entry at a time as soon as it is appended.
+/// do nothing in memory, which hands over one entry at a time as soon as it is appended; nor
+/// does `claim_min_idle` yet (the in-memory channel does not claim).
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub environment: Option<String>,
@@ -21,6 +23,8 @@ pub struct Consumer {
     pub batch_size: Option<usize>,
     pub block: Option<Duration>,
     pub claim_min_idle: Option<Duration>,
+    /// The retry policy; [`RETRY`] (fast retries) unless set.
+    pub retry: RetryPolicy,
 }
 
 impl Consumer {
@@ -34,7 +38,13 @@ impl Consumer {
             batch_size: None,
             block: None,
             claim_min_idle: None,
+            retry: RETRY,
         }
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
     }
 
     pub fn environment(mut self, environment: &str) -> Self {
@@ -73,6 +83,22 @@ pub trait Channel: Clone + Send + Sync + 'static {
 
     /// How many entries `group` has pending on (`environment`, `uri`).
     async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize;
+
+    /// The dead letters of `group` on `uri`.
+    async fn dead_letters(&self, uri: &str, group: &str) -> Box<dyn DeadLetterStore>;
+
+    /// Waits (at most `within`) until `group` has nothing pending on `uri`; returns how many
+    /// are left.
+    async fn await_nothing_pending(&self, uri: &str, group: &str, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.pending(None, uri, group).await;
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The Redis channel, on the tests' shared server.
@@ -128,13 +154,21 @@ impl Channel for RedisChannel {
         if let Some(idle) = spec.claim_min_idle {
             builder = builder.claim_min_idle(idle);
         }
-        builder.subscribe_ticks_consumer(handler).await
+        builder
+            .retry(spec.retry)
+            .subscribe_ticks_consumer(handler)
+            .await
     }
 
     async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
         pending(&self.url, &address(environment, uri), group)
             .await
             .len()
+    }
+
+    async fn dead_letters(&self, uri: &str, group: &str) -> Box<dyn DeadLetterStore> {
+        let dead = backbone_redis::DeadLetters::connect(&self.url, None, uri, group);
+        Box::new(dead.await.unwrap())
     }
 }
 
@@ -164,7 +198,8 @@ impl Channel for MemoryChannel {
             .consumer_builder()
             .uri(&spec.uri)
             .group(&spec.group)
-            .name(&spec.name);
+            .name(&spec.name)
+            .retry(spec.retry);
         if let Some(environment) = &spec.environment {
             builder = builder.environment(environment);
         }
@@ -173,6 +208,10 @@ impl Channel for MemoryChannel {
 
     async fn pending(&self, environment: Option<&str>, uri: &str, group: &str) -> usize {
         self.broker.pending(environment, uri, group)
+    }
+
+    async fn dead_letters(&self, uri: &str, group: &str) -> Box<dyn DeadLetterStore> {
+        Box::new(self.broker.dead_letters(None, uri, group).unwrap())
     }
 }
 
