@@ -1,25 +1,24 @@
-//! The in-memory consumer: [`InMemoryConsumerBuilder`] and the task that claims a stream's
-//! entries for its group, fetches their objects, opens their personal parameters and hands
-//! them to the handler; a failed delivery waits for its retry (`retry.rs`) while the task goes
-//! on, or is dead-lettered (`dead_letters.rs`).
+//! The in-memory consumer: [`InMemoryConsumerBuilder`], and the delivery of one entry: its
+//! objects fetched, its personal parameters opened, the handler called and the outcome settled
+//! (acknowledged, left for a retry (`retry.rs`) or dead-lettered (`dead_letters.rs`)). Which
+//! entries are delivered when is the worker's (`worker.rs`, `claims.rs`).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letters::{bury, Burial};
-use super::retry::{catching, decide, too_many, Outcome, Retries};
-use super::{lock, InMemoryBroker, Pending, Stream, StreamState, SYSTEM};
-use crate::middleware::{ChannelInfo, Middlewares, ReadKind, ReadRequest, Settled, Settlement};
+use super::retry::{catching, decide, too_many, Outcome};
+use super::{lock, InMemoryBroker, Stream, SYSTEM};
+use crate::middleware::{ChannelInfo, Middlewares, Settled, Settlement};
 use crate::objects::ObjectStorage;
 use crate::personal::{open_all, KeyStore, Sealed};
 use crate::{
     lifetime::{Health, HealthProbe},
-    metadata::now_millis,
     names::{check_name, default_consumer_name},
     AckMode, Acknowledge, ConsumerBuilder, ConsumerContext, ConsumerLifetime, Error, EventHandler,
     Fields, HandleError, HandlerError, Metadata, Middleware, OutgoingEvent, RetryPolicy,
@@ -28,13 +27,15 @@ use crate::{
 
 /// Builds consumers for an [`InMemoryBroker`]; options as on the Redis builder, with its
 /// defaults: group `"default"`, [`AckMode::OnSuccess`], [`RetryPolicy::default`] (100 ms
-/// doubling to 10 s, 5 deliveries), [`UnknownPolicy::DeadLetter`].
+/// doubling to 10 s, 5 deliveries), `claim_min_idle` 30 s, `concurrency` 1,
+/// [`UnknownPolicy::DeadLetter`], `shutdown_grace` 10 s.
 ///
 /// A failed event is delivered again after the policy's backoff (other events keep flowing
 /// meanwhile), then dead-lettered (see [`DeadLetters`](super::DeadLetters)) with the reason
-/// Redis gives; a fatal failure or a bad event is dead-lettered at once. Unlike Redis, an event
-/// left pending by a consumer that stopped is delivered again only to a consumer of the same
-/// name: nothing is claimed after an idle time.
+/// Redis gives; a fatal failure or a bad event is dead-lettered at once. An event left pending
+/// by a consumer that stopped is delivered again to a consumer of the same name when it
+/// starts, or claimed by another consumer of the group after
+/// [`claim_min_idle`](Self::claim_min_idle).
 #[derive(Debug, Clone)]
 pub struct InMemoryConsumerBuilder {
     broker: InMemoryBroker,
@@ -45,6 +46,9 @@ pub struct InMemoryConsumerBuilder {
     ack: AckMode,
     max_messages: Option<u64>,
     retry: RetryPolicy,
+    claim_min_idle: Duration,
+    concurrency: usize,
+    shutdown_grace: Duration,
     on_unknown: UnknownPolicy,
     middlewares: Middlewares,
 }
@@ -60,6 +64,9 @@ impl InMemoryConsumerBuilder {
             ack: AckMode::OnSuccess,
             max_messages: None,
             retry: RetryPolicy::default(),
+            claim_min_idle: Duration::from_secs(30),
+            concurrency: 1,
+            shutdown_grace: Duration::from_secs(10),
             on_unknown: UnknownPolicy::DeadLetter,
             middlewares: Middlewares::default(),
         }
@@ -116,6 +123,60 @@ impl InMemoryConsumerBuilder {
         self
     }
 
+    /// Entries another consumer of the group has held this long since their last delivery
+    /// without acknowledging them are claimed and handled here, as `XAUTOCLAIM` does on Redis
+    /// (default 30 s): every `claim_min_idle / 2`, each claimed entry counting one more
+    /// delivery. A stopped consumer's work is so finished by the others. Must exceed the
+    /// slowest handler, or two consumers may handle the same entry. Idle time is
+    /// `tokio::time`'s: under a paused clock it passes as the clock is advanced.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = backbone_core::memory::InMemoryBroker::new()
+    ///     .consumer_builder()
+    ///     .uri("orders")
+    ///     .claim_min_idle(Duration::from_secs(5));
+    /// ```
+    pub fn claim_min_idle(mut self, idle: Duration) -> Self {
+        self.claim_min_idle = idle;
+        self
+    }
+
+    /// How many events this consumer handles at once (default 1; 0 is refused at subscribe),
+    /// each handler on its own Tokio task. As on Redis, events with the same ordering key
+    /// ([`Producer::with_key`](crate::Producer::with_key)) are never handled at once and keep
+    /// their order; a key whose event waits for a retry holds back the key's later events.
+    ///
+    /// ```
+    /// let builder = backbone_core::memory::InMemoryBroker::new()
+    ///     .consumer_builder()
+    ///     .uri("orders")
+    ///     .concurrency(4);
+    /// ```
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long `shutdown()` lets handlers in flight finish (default 10 s): on shutdown the
+    /// consumer stops reading and claiming, waits for its running handlers at most this long,
+    /// then drops them. What is not finished (and what was queued or waited for a retry) stays
+    /// pending, for a restart or another consumer to claim.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = backbone_core::memory::InMemoryBroker::new()
+    ///     .consumer_builder()
+    ///     .uri("orders")
+    ///     .shutdown_grace(Duration::from_secs(2));
+    /// ```
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// What to do with operations the contract does not have (default
     /// [`UnknownPolicy::DeadLetter`]; [`UnknownPolicy::Skip`] acknowledges them).
     ///
@@ -143,6 +204,9 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
         check_name("group", &self.group, "")?;
         let name = self.name.unwrap_or_else(default_consumer_name);
         check_name("consumer name", &name, "")?;
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
         let stream = self.broker.stream(&address);
         lock(&stream.state)
             .groups
@@ -165,6 +229,9 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
             ack: self.ack,
             max_messages: self.max_messages,
             retry: self.retry,
+            claim_min_idle: self.claim_min_idle,
+            concurrency: self.concurrency,
+            shutdown_grace: self.shutdown_grace,
             on_unknown: self.on_unknown,
             handler,
             keys: self.broker.keys.clone(),
@@ -172,18 +239,18 @@ impl ConsumerBuilder for InMemoryConsumerBuilder {
         };
         let stop = CancellationToken::new();
         let probe = consumer.probe.clone();
-        let task = tokio::spawn(consumer.run(stop.clone()));
+        let task = tokio::spawn(Arc::new(consumer).run(stop.clone()));
         Ok(ConsumerLifetime::new(stop, task).with_probe(probe))
     }
 }
 
 /// An in-memory consumer's health: always connected; when it last looked for an event, the
-/// events it holds (the one it handles and those waiting for a retry), and why it stopped.
+/// events it holds (queued, handled and waiting for a retry), and why it stopped.
 #[derive(Default)]
-struct MemoryProbe {
-    last_read_ms: AtomicU64,
-    held: AtomicUsize,
-    stopped: Mutex<Option<String>>,
+pub(super) struct MemoryProbe {
+    pub last_read_ms: AtomicU64,
+    pub held: AtomicUsize,
+    pub stopped: Mutex<Option<String>>,
 }
 
 impl HealthProbe for MemoryProbe {
@@ -217,18 +284,22 @@ impl Acknowledge for MemoryAcker {
     }
 }
 
-struct MemoryConsumer {
-    probe: Arc<MemoryProbe>,
-    info: ChannelInfo,
-    middlewares: Middlewares,
-    stream: Arc<Stream>,
+/// A running consumer: what its task (`worker.rs`) and each handler's task share.
+pub(super) struct MemoryConsumer {
+    pub probe: Arc<MemoryProbe>,
+    pub info: ChannelInfo,
+    pub middlewares: Middlewares,
+    pub stream: Arc<Stream>,
     acker: Arc<MemoryAcker>,
-    address: StreamAddress,
-    group: String,
-    name: String,
+    pub address: StreamAddress,
+    pub group: String,
+    pub name: String,
     ack: AckMode,
-    max_messages: Option<u64>,
+    pub max_messages: Option<u64>,
     retry: RetryPolicy,
+    pub claim_min_idle: Duration,
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
     on_unknown: UnknownPolicy,
     handler: Arc<dyn EventHandler>,
     keys: Arc<dyn KeyStore>,
@@ -236,124 +307,6 @@ struct MemoryConsumer {
 }
 
 impl MemoryConsumer {
-    async fn run(self, stop: CancellationToken) -> Result<(), Error> {
-        let mut appended = self.stream.appended.subscribe();
-        // Entries this consumer left pending in an earlier life come first.
-        let mut own_pending: VecDeque<usize> = lock(&self.stream.state)
-            .groups
-            .get(&self.group)
-            .map(|g| {
-                g.pending
-                    .iter()
-                    .filter(|(_, p)| p.consumer == self.name)
-                    .map(|(i, _)| *i)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut retries = Retries::default();
-        let mut handled = 0u64;
-        loop {
-            if stop.is_cancelled() {
-                // What waits for a retry stays pending, for a consumer of the same name.
-                *lock(&self.probe.stopped) = Some("shut down".into());
-                return Ok(());
-            }
-            if let Some(max) = self.max_messages.filter(|max| handled >= *max) {
-                *lock(&self.probe.stopped) = Some(format!("handled max_messages ({max})"));
-                return Ok(());
-            }
-            appended.borrow_and_update();
-            // Retries that are due come first; they are not reads (Redis claims them again).
-            let taken = loop {
-                match retries.due() {
-                    Some(index) => match self.again(index) {
-                        Some(taken) => break Some(taken),
-                        None => continue,
-                    },
-                    None => break self.read(&mut own_pending).await,
-                }
-            };
-            match taken {
-                Some((index, event, deliveries)) => {
-                    self.probe.held.store(retries.len() + 1, Ordering::Relaxed);
-                    match self.deliver(index, &event, deliveries).await {
-                        Outcome::Handled => handled += 1,
-                        Outcome::Retry(delay) => retries.add(index, delay),
-                        Outcome::Skipped | Outcome::Bury(_) => {}
-                    }
-                    self.probe.held.store(retries.len(), Ordering::Relaxed);
-                }
-                None => tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = appended.changed() => {}
-                    _ = retries.next_due() => {}
-                },
-            }
-        }
-    }
-
-    /// [`next`](Self::next) inside the middlewares' read hooks: a read of at most one entry.
-    async fn read(&self, own_pending: &mut VecDeque<usize>) -> Option<Taken> {
-        let kind = match own_pending.is_empty() {
-            true => ReadKind::New,
-            false => ReadKind::Own,
-        };
-        self.probe
-            .last_read_ms
-            .store(now_millis(), Ordering::Relaxed);
-        let mut taken = None;
-        let read = async {
-            taken = self.next(own_pending);
-            Ok(usize::from(taken.is_some()))
-        };
-        let request = ReadRequest { kind, count: 1 };
-        // A middleware may refuse the read; the consumer then waits for the next append.
-        if let Err(e) = self
-            .middlewares
-            .read(&self.info, request, Box::pin(read))
-            .await
-        {
-            tracing::warn!(error = %e, "a middleware refused the read");
-        }
-        taken
-    }
-
-    /// Claims the next entry for this consumer: its own pending ones first, then new ones.
-    fn next(&self, own_pending: &mut VecDeque<usize>) -> Option<Taken> {
-        let mut state = lock(&self.stream.state);
-        while let Some(index) = own_pending.pop_front() {
-            if let Some(taken) = self.redeliver(&mut state, index) {
-                return Some(taken);
-            }
-        }
-        let StreamState { entries, groups } = &mut *state;
-        let group = groups.entry(self.group.clone()).or_default();
-        let index = group.next;
-        let event = entries.get(index)?.clone();
-        group.next += 1;
-        group.pending.insert(
-            index,
-            Pending {
-                consumer: self.name.clone(),
-                deliveries: 1,
-            },
-        );
-        Some((index, event, 1))
-    }
-
-    /// Delivers again an entry whose retry is due, if it is still pending here.
-    fn again(&self, index: usize) -> Option<Taken> {
-        self.redeliver(&mut lock(&self.stream.state), index)
-    }
-
-    /// Counts one more delivery of `index`, if it is pending for this consumer.
-    fn redeliver(&self, state: &mut StreamState, index: usize) -> Option<Taken> {
-        let pending = state.groups.get_mut(&self.group)?.pending.get_mut(&index);
-        let pending = pending.filter(|p| p.consumer == self.name)?;
-        pending.deliveries += 1;
-        Some((index, state.entries[index].clone(), pending.deliveries))
-    }
-
     /// The event's parameters with its objects fetched, then its personal parameters opened
     /// (or marked forgotten): the order of the Redis consumer, since an object holds the
     /// sealed value.
@@ -412,7 +365,7 @@ impl MemoryConsumer {
 
     /// Hands one entry to the handler and settles it: acknowledged, skipped or dead-lettered
     /// here, or [`Outcome::Retry`] for the caller to deliver it again later.
-    async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> Outcome {
+    pub(super) async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> Outcome {
         let metadata = self.metadata(index, event, deliveries);
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
         let outcome = match too_many(&self.retry, deliveries) {
@@ -482,6 +435,3 @@ impl MemoryConsumer {
         }
     }
 }
-
-/// An entry taken for delivery: its index in the log, the event, and its delivery count.
-type Taken = (usize, Arc<OutgoingEvent>, u32);

@@ -66,10 +66,12 @@ use crate::objects::ObjectStorage;
 use crate::personal::{KeyStore, MemoryKeyStore};
 use crate::{OutgoingEvent, StreamAddress};
 
+mod claims;
 mod consumer;
 mod dead_letters;
 mod publisher;
 mod retry;
+mod worker;
 
 pub use consumer::InMemoryConsumerBuilder;
 pub use dead_letters::DeadLetters;
@@ -282,6 +284,8 @@ struct Group {
 struct Pending {
     consumer: String,
     deliveries: u32,
+    /// When it was last delivered (read, claimed or retried): its idle time counts from here.
+    delivered: tokio::time::Instant,
 }
 
 /// The system name of the in-memory channel in spans (`messaging.system`).

@@ -81,23 +81,31 @@ pub(super) async fn catching(
         })
 }
 
-/// Entries (by index in the log) whose delivery failed, each until its retry is due.
-#[derive(Default)]
-pub(super) struct Retries {
-    waiting: BTreeMap<(Instant, u64), usize>,
+/// Entries whose delivery failed (`T`: the consumer's job), each until its retry is due.
+pub(super) struct Retries<T> {
+    waiting: BTreeMap<(Instant, u64), T>,
     added: u64,
 }
 
-impl Retries {
-    /// Delivers `index` again after `delay`.
-    pub fn add(&mut self, index: usize, delay: Duration) {
+impl<T> Default for Retries<T> {
+    fn default() -> Self {
+        Retries {
+            waiting: BTreeMap::new(),
+            added: 0,
+        }
+    }
+}
+
+impl<T> Retries<T> {
+    /// Delivers `entry` again after `delay`.
+    pub fn add(&mut self, entry: T, delay: Duration) {
         self.added += 1;
         self.waiting
-            .insert((Instant::now() + delay, self.added), index);
+            .insert((Instant::now() + delay, self.added), entry);
     }
 
     /// The entry whose retry is due first, if one is due now.
-    pub fn due(&mut self) -> Option<usize> {
+    pub fn due(&mut self) -> Option<T> {
         let first = self.waiting.first_entry()?;
         (first.key().0 <= Instant::now()).then(|| first.remove())
     }
