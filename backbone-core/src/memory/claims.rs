@@ -55,7 +55,13 @@ impl MemoryConsumer {
         let mut claimed = Vec::new();
         let read = async {
             let mut state = lock(&self.stream.state);
-            claimed = claim(&mut state, &self.group, &self.name, self.claim_min_idle, room);
+            claimed = claim(
+                &mut state,
+                &self.group,
+                &self.name,
+                self.claim_min_idle,
+                room,
+            );
             Ok(claimed.len())
         };
         let request = ReadRequest {

@@ -365,7 +365,12 @@ impl MemoryConsumer {
 
     /// Hands one entry to the handler and settles it: acknowledged, skipped or dead-lettered
     /// here, or [`Outcome::Retry`] for the caller to deliver it again later.
-    pub(super) async fn deliver(&self, index: usize, event: &OutgoingEvent, deliveries: u32) -> Outcome {
+    pub(super) async fn deliver(
+        &self,
+        index: usize,
+        event: &OutgoingEvent,
+        deliveries: u32,
+    ) -> Outcome {
         let metadata = self.metadata(index, event, deliveries);
         let ctx = ConsumerContext::new(metadata, self.acker.clone());
         let outcome = match too_many(&self.retry, deliveries) {

@@ -6,10 +6,13 @@
 //! consumer's [`RetryPolicy`](crate::RetryPolicy) backoff while other events flow, then
 //! dead-lettered with the reason Redis gives ([`DeadLetters`]); a fatal failure, a bad event and
 //! (under [`UnknownPolicy::DeadLetter`](crate::UnknownPolicy)) an unknown operation are
-//! dead-lettered at once. Backoffs are `tokio::time` sleeps, so a test under a paused clock
-//! skips them. An event left pending by a consumer that stopped (waiting for a retry, or not
-//! acknowledged) is delivered again to a consumer of the same name when it starts; unlike on
-//! Redis, no other consumer claims it. Nothing survives the [`InMemoryBroker`].
+//! dead-lettered at once. A consumer handles up to `concurrency` events at once, never two of
+//! one ordering key, and those in order. An event left pending by a consumer that stopped
+//! (waiting for a retry, queued, or not finished within its `shutdown_grace`) is delivered
+//! again to a consumer of the same name when it starts, or claimed by another consumer of the
+//! group once idle for `claim_min_idle` (see [`InMemoryConsumerBuilder`]). Backoffs and idle
+//! times are `tokio::time`'s, so a test under a paused clock skips them. Nothing survives the
+//! [`InMemoryBroker`].
 //!
 //! Every storage strategy works as on Redis: `hash` and `inline` events keep their parameters
 //! in the log, and `object` ones put each parameter above the threshold in the broker's object

@@ -206,7 +206,9 @@ impl MemoryConsumer {
         let consumer = self.clone();
         let index = job.index;
         let task = tasks.spawn(async move {
-            let outcome = consumer.deliver(job.index, &job.event, job.deliveries).await;
+            let outcome = consumer
+                .deliver(job.index, &job.event, job.deliveries)
+                .await;
             (job, outcome)
         });
         st.running.insert(task.id(), (index, key));
@@ -236,7 +238,9 @@ impl MemoryConsumer {
     fn owns(&self, index: usize) -> bool {
         let state = lock(&self.stream.state);
         let group = state.groups.get(&self.group);
-        group.and_then(|g| g.pending.get(&index)).is_some_and(|p| p.consumer == self.name)
+        group
+            .and_then(|g| g.pending.get(&index))
+            .is_some_and(|p| p.consumer == self.name)
     }
 
     /// [`next`](Self::next) inside the middlewares' read hooks: a read of at most one entry.
