@@ -1,6 +1,6 @@
 //! Delivery scenarios 4, 7 and 16 of `delivery-scenarios.md`: failing handlers, retries and
-//! dead letters, 4 and 16 written once against a [`Channel`] and run on Redis and in memory
-//! (`conformance!`), 7 on Redis only (`in_redis_only!` says why). A handler that fails twice, then succeeds (4); consumers
+//! dead letters, written once against a [`Channel`] and run on Redis and in memory
+//! (`conformance!`). A handler that fails twice, then succeeds (4); consumers
 //! that fail everything leave it to a healthy one (7); an event that always fails is
 //! dead-lettered with its reason, listed and replayed (16).
 //!
@@ -18,7 +18,7 @@ use std::time::Duration;
 use backbone_core::{
     async_trait, ConsumerContext, HandlerError, HandlerResult, MessageId, RetryPolicy,
 };
-use backbone_redis::testing::{shared, unique_name};
+use backbone_redis::testing::unique_name;
 use common::channel::{Channel, Consumer};
 use common::delivery::*;
 use common::*;
@@ -67,11 +67,8 @@ impl TicksConsumer for FailFirst {
 
 conformance!(
     s04_fails_twice_then_succeeds,
+    s07_failing_consumers_leave_everything_to_a_healthy_one,
     s16_dead_letters_listed_and_replayed
-);
-in_redis_only!(
-    s07_failing_consumers_leave_everything_to_a_healthy_one:
-        "the in-memory channel does not claim yet: another consumer never takes over pending events",
 );
 
 /// 4. The handler fails the first 2 deliveries of each event; every event still ends up
@@ -130,12 +127,9 @@ async fn s04_fails_twice_then_succeeds<C: Channel>(c: C) {
 
 /// 7. Consumers that fail every delivery and then shut down; a healthy consumer (another name)
 ///    later handles all events, claiming what the failing ones left pending.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s07_failing_consumers_leave_everything_to_a_healthy_one() {
-    init_tracing();
-    let redis = shared().await.unwrap();
+async fn s07_failing_consumers_leave_everything_to_a_healthy_one<C: Channel>(c: C) {
     let uri = unique_name("s07");
-    let sent = send(&producer(redis.url(), &uri).await, 0..40).await;
+    let sent = send(&c.producer(None, &uri).await, 0..40).await;
     // Enough deliveries that nothing is dead-lettered while the failing consumers run.
     let patient = RetryPolicy {
         base_delay: Duration::from_millis(50),
@@ -153,15 +147,11 @@ async fn s07_failing_consumers_leave_everything_to_a_healthy_one() {
             fail: |_| true,
             failures: Some(fail_tx.clone()),
         };
-        failing.push(
-            consumer(redis.url(), &uri, "g", &name)
-                .batch_size(10)
-                .retry(patient)
-                .claim_min_idle(CLAIM)
-                .subscribe_ticks_consumer(handler)
-                .await
-                .unwrap(),
-        );
+        let spec = Consumer::new(&uri, "g", &name)
+            .batch_size(10)
+            .retry(patient)
+            .claim_min_idle(CLAIM);
+        failing.push(c.subscribe(spec, handler).await.unwrap());
     }
     let failed = gather(&mut fail_rx, &sent, WAIT, Duration::ZERO).await;
     assert_at_least_once(&sent, &ids(&failed));
@@ -170,24 +160,20 @@ async fn s07_failing_consumers_leave_everything_to_a_healthy_one() {
         rx.try_recv().is_err(),
         "a failing consumer recorded a success"
     );
-    let left = pending(redis.url(), &uri, "g").await;
-    assert_eq!(
-        left.len(),
-        sent.len(),
-        "pending after the failing consumers: {left:?}"
-    );
+    let left = c.pending(None, &uri, "g").await;
+    assert_eq!(left, sent.len(), "pending after the failing consumers");
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let healthy = consumer(redis.url(), &uri, "g", "healthy")
+    let spec = Consumer::new(&uri, "g", "healthy")
         .retry(patient)
-        .claim_min_idle(CLAIM)
-        .subscribe_ticks_consumer(recorder("healthy", &tx))
-        .await
-        .unwrap();
+        .claim_min_idle(CLAIM);
+    let healthy = c.subscribe(spec, recorder("healthy", &tx)).await.unwrap();
     let seen = gather(&mut rx, &sent, WAIT, SETTLE).await;
     assert_exactly_once(&sent, &ids(&seen));
-    let left = await_nothing_pending(redis.url(), &uri, "g", Duration::from_secs(5)).await;
-    assert!(left.is_empty(), "still pending: {left:?}");
+    let left = c
+        .await_nothing_pending(&uri, "g", Duration::from_secs(5))
+        .await;
+    assert_eq!(left, 0, "still pending");
     stop("s07 healthy", healthy).await;
 }
 

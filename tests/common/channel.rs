@@ -12,8 +12,7 @@ use super::delivery::{consumer, pending, RETRY};
 use super::{TicksConsumer, TicksConsumerBuilderExt, TicksProducer, TicksProducerBuilderExt};
 
 /// What a scenario asks of a consumer. Settings of the Redis reader (`batch_size`, `block`)
-/// do nothing in memory, which hands over one entry at a time as soon as it is appended; nor
-/// does `claim_min_idle` yet (the in-memory channel does not claim).
+/// do nothing in memory, which hands over one entry at a time as soon as it is appended.
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub environment: Option<String>,
@@ -23,6 +22,8 @@ pub struct Consumer {
     pub batch_size: Option<usize>,
     pub block: Option<Duration>,
     pub claim_min_idle: Option<Duration>,
+    /// How many events the consumer handles at once (the channel's default, 1, unless set).
+    pub concurrency: Option<usize>,
     /// The retry policy; [`RETRY`] (fast retries) unless set.
     pub retry: RetryPolicy,
 }
@@ -38,6 +39,7 @@ impl Consumer {
             batch_size: None,
             block: None,
             claim_min_idle: None,
+            concurrency: None,
             retry: RETRY,
         }
     }
@@ -64,6 +66,11 @@ impl Consumer {
 
     pub fn claim_min_idle(mut self, idle: Duration) -> Self {
         self.claim_min_idle = Some(idle);
+        self
+    }
+
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
         self
     }
 }
@@ -154,6 +161,9 @@ impl Channel for RedisChannel {
         if let Some(idle) = spec.claim_min_idle {
             builder = builder.claim_min_idle(idle);
         }
+        if let Some(n) = spec.concurrency {
+            builder = builder.concurrency(n);
+        }
         builder
             .retry(spec.retry)
             .subscribe_ticks_consumer(handler)
@@ -202,6 +212,12 @@ impl Channel for MemoryChannel {
             .retry(spec.retry);
         if let Some(environment) = &spec.environment {
             builder = builder.environment(environment);
+        }
+        if let Some(idle) = spec.claim_min_idle {
+            builder = builder.claim_min_idle(idle);
+        }
+        if let Some(n) = spec.concurrency {
+            builder = builder.concurrency(n);
         }
         builder.subscribe_ticks_consumer(handler).await
     }
