@@ -4,7 +4,8 @@
 //! ordering. Events sent before any consumer arrive intact (1); many
 //! producers and consumers in one group (2, 9); parallel streams (3); consumers started and shut
 //! down at once (6); order within one consumer (8); isolated streams (10); cancelling right after
-//! start (11); a new group gets earlier events (12); two groups each get everything (14).
+//! start (11); a new group gets earlier events (12); two groups each get everything (14);
+//! with `concurrency(4)`, the events of one ordering key one at a time and in order (17).
 //!
 //! Every test has its own stream names. "Received all" means the set of received message ids
 //! equals the set sent; failures list the missing and extra ids. Where a scenario allows
@@ -14,9 +15,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backbone_core::{ConsumerLifetime, MessageId};
+use backbone_core::{async_trait, ConsumerContext, ConsumerLifetime, HandlerResult, MessageId};
 use backbone_redis::testing::unique_name;
 use common::channel::{Channel, Consumer};
 use common::delivery::*;
@@ -35,6 +37,7 @@ conformance!(
     s11_cancel_right_after_start,
     s12_a_new_group_receives_earlier_events,
     s14_two_groups_each_receive_everything,
+    s17_ordering_keys_with_concurrency_four,
 );
 
 /// 1. Published before any consumer exists; a consumer started afterwards receives all, with
@@ -389,4 +392,82 @@ async fn s14_two_groups_each_receive_everything<C: Channel>(c: C) {
         assert_exactly_once(&sent, &ids(&seen));
         stop_all(group, lifetimes).await;
     }
+}
+
+/// Per ordering key: the ticks in the order their handlers ended, and the keys busy now; counts
+/// the times a key was already busy when one of its events started, and the most keys busy at
+/// once.
+#[derive(Clone, Default)]
+struct PerKey {
+    state: Arc<Mutex<PerKeyState>>,
+}
+
+#[derive(Default)]
+struct PerKeyState {
+    busy: HashSet<String>,
+    order: HashMap<String, Vec<u64>>,
+    overlaps: usize,
+    most_busy: usize,
+}
+
+struct KeyedRecorder(PerKey, mpsc::UnboundedSender<Seen>);
+
+#[async_trait]
+impl TicksConsumer for KeyedRecorder {
+    async fn tick(&self, ctx: &ConsumerContext, n: u64) -> HandlerResult {
+        let key = ctx.metadata().key.clone().ok_or("an event without a key")?;
+        {
+            let mut st = self.0.state.lock().unwrap();
+            if !st.busy.insert(key.clone()) {
+                st.overlaps += 1;
+            }
+            st.most_busy = st.most_busy.max(st.busy.len());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        {
+            let mut st = self.0.state.lock().unwrap();
+            st.busy.remove(&key);
+            st.order.entry(key).or_default().push(n);
+        }
+        let meta = ctx.metadata().clone();
+        self.1.send(Seen {
+            consumer: "c".into(),
+            n,
+            meta,
+        })?;
+        Ok(())
+    }
+}
+
+/// 17. 200 events of 3 ordering keys (fewer than the handlers that may run at once), handled by
+///     one consumer with `concurrency(4)`: each once, never two of one key at once, each key's in
+///     the order sent, and several keys at once.
+async fn s17_ordering_keys_with_concurrency_four<C: Channel>(c: C) {
+    let uri = unique_name("s17");
+    let p = c.producer(None, &uri).await;
+    let keyed: Vec<TicksProducer> = (0..3).map(|k| p.with_key(format!("k{k}"))).collect();
+    let mut sent = Vec::new();
+    for n in 0..200u64 {
+        sent.push(keyed[(n % 3) as usize].tick(n).await.unwrap());
+    }
+    let watch = PerKey::default();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let spec = Consumer::new(&uri, "g", "c").batch_size(50).concurrency(4);
+    let handler = KeyedRecorder(watch.clone(), tx);
+    let lifetime = c.subscribe(spec, handler).await.unwrap();
+    let seen = gather(&mut rx, &sent, WAIT, SETTLE).await;
+    stop("s17", lifetime).await;
+    assert_exactly_once(&sent, &ids(&seen));
+    let st = watch.state.lock().unwrap();
+    assert_eq!(st.overlaps, 0, "two events of one key ran at once");
+    for (key, order) in &st.order {
+        let k: u64 = key[1..].parse().unwrap();
+        let want: Vec<u64> = (0..200).filter(|n| n % 3 == k).collect();
+        assert_eq!(order, &want, "the order of key {key}");
+    }
+    assert!(
+        st.most_busy >= 2,
+        "concurrency(4) with 3 keys: {} key(s) busy at once at most",
+        st.most_busy
+    );
 }
