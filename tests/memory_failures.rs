@@ -1,8 +1,8 @@
 //! Failures on the in-memory channel behave as on Redis: a failed handler is retried after the
 //! policy's backoff without holding up other events, then dead-lettered with Redis's reason and
 //! delivery count; a fatal failure, a bad event and an unknown operation are
-//! dead-lettered at once (or the unknown one skipped); dead letters are listed, read, replayed
-//! and purged. Every test runs under a paused clock: the backoffs take no real time.
+//! dead-lettered at once (or the unknown one skipped); an event waiting for its retry holds back
+//! the later events of its ordering key only; dead letters are listed, read, replayed and purged. Every test runs under a paused clock: the backoffs take no real time.
 
 mod common;
 
@@ -100,6 +100,41 @@ async fn a_failed_event_is_retried_while_the_others_flow_then_succeeds() {
     assert_eq!(broker.pending(None, "retried", "default"), 0);
     let dead = broker.dead_letters(None, "retried", "default").unwrap();
     assert!(dead.is_empty().await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_whose_event_waits_for_a_retry_holds_back_its_later_events_only() {
+    let broker = InMemoryBroker::new();
+    let producer = ticks(&broker, "keyed-retry").await;
+    let (a, b) = (producer.with_key("a"), producer.with_key("b"));
+    for n in 0..6 {
+        let keyed = if n % 2 == 0 { &a } else { &b };
+        keyed.tick(n).await.unwrap();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = Scripted {
+        tx,
+        outcome: |n, delivery| match (n, delivery) {
+            (0, 1) => Err("not yet".into()),
+            _ => Ok(()),
+        },
+    };
+    let lifetime = broker
+        .consumer_builder()
+        .uri("keyed-retry")
+        .retry(SLOW)
+        .concurrency(4)
+        .max_messages(6)
+        .subscribe_ticks_consumer(handler)
+        .await
+        .unwrap();
+    let seen = collect(&mut rx, 6, WAIT).await;
+    lifetime.completion().await.unwrap();
+    // Key b flows while tick 0 (key a) waits its 1 s; key a's later ticks wait behind it.
+    let order: Vec<u64> = seen.iter().map(|s| s.n).collect();
+    assert_eq!(&order[..3], [1, 3, 5], "{order:?}");
+    assert_eq!(&order[3..], [0, 2, 4], "{order:?}");
+    assert_eq!(seen[3].meta.delivery_count, 2);
 }
 
 #[tokio::test(start_paused = true)]
