@@ -99,9 +99,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_other_consumers_entries_idle_long_enough_are_claimed() {
         tokio::time::advance(Duration::from_secs(60)).await;
-        let event = OutgoingEvent::new("tick", 1, Fields::new());
-        let mut state = StreamState::default();
-        state.entries = vec![std::sync::Arc::new(event); 4];
+        let event = || std::sync::Arc::new(OutgoingEvent::new("tick", 1, Fields::new()));
+        let mut state = StreamState {
+            entries: (0..4).map(|_| event()).collect(),
+            ..StreamState::default()
+        };
         let mut group = Group::default();
         let secs = Duration::from_secs;
         group.pending.insert(0, pending("dead", 1, secs(31)));
