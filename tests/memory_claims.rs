@@ -182,14 +182,30 @@ async fn a_live_consumers_event_is_not_claimed_within_claim_min_idle() {
     other.shutdown().await.unwrap();
 }
 
+/// Tick 1 on `uri`, and a consumer `w` whose handler takes `takes`, once its handler started:
+/// the consumer, its deliveries to come, and that first start.
+async fn busy(
+    broker: &InMemoryBroker,
+    uri: &str,
+    takes: Duration,
+    concurrency: usize,
+) -> (
+    ConsumerLifetime,
+    mpsc::UnboundedReceiver<Delivery>,
+    Delivery,
+) {
+    producer(broker, uri).await.tick(1).await.unwrap();
+    let (w, mut rx) = worker("w", takes, false);
+    let lifetime = subscribe(broker, uri, w, concurrency).await;
+    let started = rx.recv().await.unwrap();
+    assert!(!started.finished && started.n == 1, "{started:?}");
+    (lifetime, rx, started)
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_a_handler_in_flight_finish_within_the_grace() {
     let broker = InMemoryBroker::new();
-    let producer = producer(&broker, "grace").await;
-    producer.tick(1).await.unwrap();
-    let (w, mut rx) = worker("w", Duration::from_secs(2), false);
-    let lifetime = subscribe(&broker, "grace", w, 1).await;
-    assert!(!rx.recv().await.unwrap().finished);
+    let (lifetime, mut rx, _) = busy(&broker, "grace", Duration::from_secs(2), 1).await;
     let asked = Instant::now();
     lifetime.shutdown().await.unwrap();
     assert_eq!(
@@ -204,12 +220,10 @@ async fn shutdown_lets_a_handler_in_flight_finish_within_the_grace() {
 #[tokio::test(start_paused = true)]
 async fn after_the_grace_an_unfinished_event_stays_pending_for_another_consumer() {
     let broker = InMemoryBroker::new();
-    let producer = producer(&broker, "unfinished").await;
-    producer.tick(1).await.unwrap();
-    let (stuck, mut stuck_rx) = worker("stuck", Duration::from_secs(3600), false);
     // Room for two handlers: only stopping keeps it from reading tick 2.
-    let stuck = subscribe(&broker, "unfinished", stuck, 2).await;
-    let started = stuck_rx.recv().await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let (stuck, mut stuck_rx, started) = busy(&broker, "unfinished", hour, 2).await;
+    let producer = producer(&broker, "unfinished").await;
     let asked = Instant::now();
     let shutdown = tokio::spawn(stuck.shutdown());
     tokio::time::sleep(Duration::from_millis(1)).await;
