@@ -99,14 +99,14 @@ impl MemoryConsumer {
         let every = claims::period(self.claim_min_idle);
         let mut claim_at = Instant::now() + every;
         let mut stopping: Option<Instant> = None; // the grace deadline, once stopping
+        let mut why = None;
         loop {
             if stopping.is_none() {
-                let reason = match self.max_messages.filter(|max| st.handled >= *max) {
+                why = match self.max_messages.filter(|max| st.handled >= *max) {
                     Some(max) => Some(format!("handled max_messages ({max})")),
                     None => stop.is_cancelled().then(|| "shut down".to_owned()),
                 };
-                if let Some(reason) = reason {
-                    *lock(&self.probe.stopped) = Some(reason);
+                if why.is_some() {
                     stopping = Some(Instant::now() + self.shutdown_grace);
                 }
             }
@@ -161,6 +161,7 @@ impl MemoryConsumer {
         }
         // What is queued or waits for a retry stays pending, to be claimed or redelivered.
         self.probe.held.store(0, Ordering::Relaxed);
+        *lock(&self.probe.stopped) = why;
         Ok(())
     }
 
