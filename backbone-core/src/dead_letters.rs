@@ -123,3 +123,56 @@ pub trait DeadLetterStore: Send + Sync {
     /// Deletes every dead letter there was when called; returns how many.
     async fn purge_all(&self) -> Result<u64, Error>;
 }
+
+/// Implements [`DeadLetterStore`] for a type whose inherent methods of the same names and
+/// signatures do the work: both channels' `DeadLetters` keep them inherent (callable without
+/// importing the trait) and serve the trait through this one delegation.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! dead_letter_store_by_inherent_methods {
+    ($ty:ty) => {
+        #[$crate::async_trait]
+        impl $crate::dead_letters::DeadLetterStore for $ty {
+            async fn len(&self) -> ::std::result::Result<u64, $crate::Error> {
+                <$ty>::len(self).await
+            }
+
+            async fn list(
+                &self,
+                after: ::std::option::Option<&str>,
+                count: usize,
+            ) -> ::std::result::Result<
+                ::std::vec::Vec<$crate::dead_letters::DeadLetterEntry>,
+                $crate::Error,
+            > {
+                <$ty>::list(self, after, count).await
+            }
+
+            async fn get(
+                &self,
+                id: &str,
+            ) -> ::std::result::Result<
+                ::std::option::Option<$crate::dead_letters::DeadLetterEntry>,
+                $crate::Error,
+            > {
+                <$ty>::get(self, id).await
+            }
+
+            async fn replay(&self, id: &str) -> ::std::result::Result<String, $crate::Error> {
+                <$ty>::replay(self, id).await
+            }
+
+            async fn replay_all(&self) -> ::std::result::Result<u64, $crate::Error> {
+                <$ty>::replay_all(self).await
+            }
+
+            async fn purge(&self, id: &str) -> ::std::result::Result<bool, $crate::Error> {
+                <$ty>::purge(self, id).await
+            }
+
+            async fn purge_all(&self) -> ::std::result::Result<u64, $crate::Error> {
+                <$ty>::purge_all(self).await
+            }
+        }
+    };
+}

@@ -24,7 +24,7 @@ use backbone_core::Error;
 use redis::Value;
 
 use crate::connection::redis_error;
-use crate::entry::{parse_range_reply, MESSAGE_ID, OPERATION, VERSION};
+use crate::entry::{parse_range_reply, RawEntry, MESSAGE_ID, OPERATION, VERSION};
 use crate::holds::PayloadRef;
 use crate::keys::StreamKeys;
 use crate::settings::RedisSettings;
@@ -98,7 +98,6 @@ pub(crate) async fn dead_letter(
 /// One dead letter, as [`DeadLetters::list`] and [`DeadLetters::get`] return it: the type both
 /// channels share ([`backbone_core::dead_letters::DeadLetterEntry`]).
 pub use backbone_core::dead_letters::DeadLetterEntry;
-use backbone_core::dead_letters::DeadLetterStore;
 
 /// Parses a dead letter read from `key`.
 fn parse_letter(
@@ -426,13 +425,30 @@ impl DeadLetters {
             .map_err(|e| redis_error(format!("replay dead letter {id} of {}", self.dead), e))
     }
 
+    /// Up to `count` dead letters of `start..=end` (`XRANGE` syntax), parsed.
     async fn range(
         &self,
         start: &str,
         end: &str,
         count: usize,
     ) -> Result<Vec<DeadLetterEntry>, Error> {
+        self.raw_range(start, end, count)
+            .await?
+            .into_iter()
+            .map(|entry| parse_letter(&self.dead, entry.id, entry.fields.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Up to `count` dead letters of `start..=end`, unparsed (what purging reads: a malformed
+    /// dead letter can still be purged).
+    async fn raw_range(
+        &self,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<RawEntry>, Error> {
         let mut connection = self.connection.clone();
+        let what = || format!("XRANGE {} {start} {end}", self.dead);
         let reply: Value = redis::cmd("XRANGE")
             .arg(&self.dead)
             .arg(start)
@@ -441,52 +457,14 @@ impl DeadLetters {
             .arg(count)
             .query_async(&mut connection)
             .await
-            .map_err(|e| redis_error(format!("XRANGE {} {start} {end}", self.dead), e))?;
-        parse_range(&self.dead, reply)
+            .map_err(|e| redis_error(what(), e))?;
+        parse_range_reply(reply).map_err(|e| Error::channel(what(), e))
     }
 }
 
-/// Parses an `XRANGE`/`XREVRANGE` reply (RESP2 or RESP3) into dead letters.
-fn parse_range(key: &str, reply: Value) -> Result<Vec<DeadLetterEntry>, Error> {
-    parse_range_reply(reply)
-        .map_err(|e| Error::channel(format!("XRANGE {key}"), e))?
-        .into_iter()
-        .map(|entry| parse_letter(key, entry.id, entry.fields.unwrap_or_default()))
-        .collect()
-}
-
-/// The channel-neutral face of [`DeadLetters`], shared with the in-memory channel's
-/// (`backbone_core::memory::DeadLetters`): code and tests written against it run on both.
-#[backbone_core::async_trait]
-impl DeadLetterStore for DeadLetters {
-    async fn len(&self) -> Result<u64, Error> {
-        DeadLetters::len(self).await
-    }
-
-    async fn list(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetterEntry>, Error> {
-        DeadLetters::list(self, after, count).await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<DeadLetterEntry>, Error> {
-        DeadLetters::get(self, id).await
-    }
-
-    async fn replay(&self, id: &str) -> Result<String, Error> {
-        DeadLetters::replay(self, id).await
-    }
-
-    async fn replay_all(&self) -> Result<u64, Error> {
-        DeadLetters::replay_all(self).await
-    }
-
-    async fn purge(&self, id: &str) -> Result<bool, Error> {
-        DeadLetters::purge(self, id).await
-    }
-
-    async fn purge_all(&self) -> Result<u64, Error> {
-        DeadLetters::purge_all(self).await
-    }
-}
+// The channel-neutral face of `DeadLetters` (`DeadLetterStore`), shared with the in-memory
+// channel's: code and tests written against it run on both.
+backbone_core::dead_letter_store_by_inherent_methods!(DeadLetters);
 
 mod purge;
 

@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use super::{lock, Stream, StreamState};
-use crate::dead_letters::{DeadLetterEntry, DeadLetterStore};
+use crate::dead_letters::DeadLetterEntry;
 use crate::metadata::now_millis;
 use crate::{Error, OutgoingEvent};
 
@@ -255,33 +253,4 @@ fn parse_id(id: &str) -> Result<u64, Error> {
         .map_err(|_| Error::Config(format!("`{id}` is not an in-memory dead letter id")))
 }
 
-#[async_trait]
-impl DeadLetterStore for DeadLetters {
-    async fn len(&self) -> Result<u64, Error> {
-        DeadLetters::len(self).await
-    }
-
-    async fn list(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetterEntry>, Error> {
-        DeadLetters::list(self, after, count).await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<DeadLetterEntry>, Error> {
-        DeadLetters::get(self, id).await
-    }
-
-    async fn replay(&self, id: &str) -> Result<String, Error> {
-        DeadLetters::replay(self, id).await
-    }
-
-    async fn replay_all(&self) -> Result<u64, Error> {
-        DeadLetters::replay_all(self).await
-    }
-
-    async fn purge(&self, id: &str) -> Result<bool, Error> {
-        DeadLetters::purge(self, id).await
-    }
-
-    async fn purge_all(&self) -> Result<u64, Error> {
-        DeadLetters::purge_all(self).await
-    }
-}
+crate::dead_letter_store_by_inherent_methods!(DeadLetters);

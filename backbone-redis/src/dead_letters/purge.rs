@@ -2,11 +2,10 @@
 //! that only they still needed (see [`crate::holds`]); the objects are deleted after it.
 
 use backbone_core::Error;
-use redis::Value;
 
 use super::{DeadLetters, DEAD_STREAM_ID, PAGE};
 use crate::connection::redis_error;
-use crate::entry::{parse_range_reply, RawEntry};
+use crate::entry::RawEntry;
 use crate::holds::{delete_objects, require_store, PayloadRef};
 use crate::lua::PURGE;
 
@@ -16,7 +15,7 @@ impl DeadLetters {
     pub(super) async fn purge_range(&self, start: &str, end: &str) -> Result<u64, Error> {
         let (mut start, mut purged) = (start.to_owned(), 0);
         loop {
-            let page = self.raw_range(&start, end).await?;
+            let page = self.raw_range(&start, end, PAGE).await?;
             purged += self.purge_letters(&page).await?;
             match page.last() {
                 Some(last) if page.len() == PAGE && last.id != end => {
@@ -77,21 +76,5 @@ impl DeadLetters {
         let objects = delete_objects(self.objects.as_ref(), stream, &released).await?;
         tracing::debug!(key = %self.dead, purged, payloads, objects, "purged dead letters");
         Ok(purged)
-    }
-
-    /// Up to [`PAGE`] dead letters of `start..=end`, unparsed.
-    async fn raw_range(&self, start: &str, end: &str) -> Result<Vec<RawEntry>, Error> {
-        let mut connection = self.connection.clone();
-        let what = || format!("XRANGE {} {start} {end}", self.dead);
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(&self.dead)
-            .arg(start)
-            .arg(end)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| redis_error(what(), e))?;
-        parse_range_reply(reply).map_err(|e| Error::channel(what(), e))
     }
 }
