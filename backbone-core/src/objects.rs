@@ -139,6 +139,17 @@ impl ObjectStorage {
         &self.store
     }
 
+    /// Where the objects of `stream` live: `<root>/<stream>`.
+    fn stream_prefix(&self, stream: &str) -> Path {
+        self.root.clone().join(stream)
+    }
+
+    /// Where the objects of the event `message_id` in `stream` live.
+    fn event_prefix(&self, stream: &str, message_id: &MessageId) -> Path {
+        self.stream_prefix(stream)
+            .join(message_id.to_string().as_str())
+    }
+
     /// Where the object of `parameter` of the event `message_id` in `stream` lives. Every
     /// part is one path segment (a `/` or `..` in it is escaped), so the path stays under the
     /// stream's own prefix.
@@ -154,11 +165,7 @@ impl ObjectStorage {
     /// assert_eq!(escaped.as_ref(), format!("backbone/..%2Fx/{id}/a%2Fb"));
     /// ```
     pub fn path(&self, stream: &str, message_id: &MessageId, parameter: &str) -> Path {
-        self.root
-            .clone()
-            .join(stream)
-            .join(message_id.to_string().as_str())
-            .join(parameter)
+        self.event_prefix(stream, message_id).join(parameter)
     }
 
     /// Puts every parameter of `fields` larger than the threshold in the store and replaces
@@ -253,7 +260,7 @@ impl ObjectStorage {
     /// # });
     /// ```
     pub async fn events(&self, stream: &str) -> Result<Vec<MessageId>, Error> {
-        let prefix = self.root.clone().join(stream);
+        let prefix = self.stream_prefix(stream);
         let depth = prefix.parts().count();
         let listed: Vec<Path> = self
             .store
@@ -286,11 +293,7 @@ impl ObjectStorage {
     /// # });
     /// ```
     pub async fn delete(&self, stream: &str, message_id: &MessageId) -> Result<usize, Error> {
-        let prefix = self
-            .root
-            .clone()
-            .join(stream)
-            .join(message_id.to_string().as_str());
+        let prefix = self.event_prefix(stream, message_id);
         let listed: Vec<Result<Path, object_store::Error>> = self
             .store
             .list(Some(&prefix))
