@@ -84,7 +84,7 @@ fn original_fields(event: &OutgoingEvent) -> Vec<(String, Vec<u8>)> {
 
 /// The dead letters of one group of an [`InMemoryBroker`](super::InMemoryBroker) stream, from
 /// [`InMemoryBroker::dead_letters`](super::InMemoryBroker::dead_letters): the methods of
-/// `backbone_redis::DeadLetters`, and [`DeadLetterStore`] for code written for both channels.
+/// `backbone_redis::DeadLetters`, and [`DeadLetterStore`](crate::dead_letters::DeadLetterStore) for code written for both channels.
 ///
 /// Ids are `1`, `2`, … in the order the group gave up on its events. Replaying appends the
 /// event to the stream again (a new stream id, the same message id, parameters and objects),
@@ -179,7 +179,7 @@ impl DeadLetters {
         Ok(self.len().await? == 0)
     }
 
-    /// A page of dead letters, oldest first, as [`DeadLetterStore::list`] says: at most `count`
+    /// A page of dead letters, oldest first, as [`DeadLetterStore::list`](crate::dead_letters::DeadLetterStore::list) says: at most `count`
     /// of them after the dead letter `after`.
     pub async fn list(
         &self,
